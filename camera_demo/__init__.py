@@ -1,0 +1,1 @@
+"""Live demo of the signkit runtime on a camera, a video or a folder of images (Raspberry Pi or laptop)."""

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The main job, end to end: install, get data, train the default model, evaluate, export, report.
+#   GTSRB_DIR=/path/to/gtsrb bash run.sh     # use a local copy (any layout signkit reads)
+#   bash run.sh                              # downloads the official GTSRB into data/GTSRB first
+# Extra arguments go to `python -m train` (e.g. --epochs 10).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv || { echo "run.sh: cannot create .venv; install venv support (sudo apt install python3-venv) and retry" >&2; exit 1; }
+fi
+if [ ! -f .venv/.signkit-train ] || [ pyproject.toml -nt .venv/.signkit-train ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[train]'
+  touch .venv/.signkit-train
+fi
+PYBIN=.venv/bin/python
+DATA=${GTSRB_DIR:-data/GTSRB}
+if [ ! -e "$DATA" ]; then
+  $PYBIN -m train.download gtsrb --to "$DATA"
+fi
+RUN=${RUN_DIR:-runs/quickstart}
+$PYBIN -m train --data "$DATA" --out "$RUN" "$@"
+$PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split val
+if $PYBIN -c "import sys; from train.data import load_dataset; load_dataset(sys.argv[1], subset='test', progress=False)" "$DATA" 2>/dev/null; then
+  $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split test
+fi
+if [ -f export/all.py ]; then
+  $PYBIN -m export.all --model "$RUN"
+fi
+echo "run.sh: done; everything is in $RUN/"
