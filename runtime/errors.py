@@ -1,0 +1,47 @@
+"""Project exceptions and the one place that turns them into a one-line CLI error."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+
+class SignkitError(Exception):
+    """Base of every error a user can fix; the message names the file or flag and the fix."""
+
+
+class DatasetFormatError(SignkitError):
+    """A dataset folder, CSV or image that cannot be read as any known layout."""
+
+
+class ConfigError(SignkitError):
+    """Flags or settings that cannot work together (e.g. an image size too small for a model)."""
+
+
+class BuildError(SignkitError):
+    """A model build (.tflite/.onnx) or its metadata that cannot be used."""
+
+
+class BackendUnavailableError(SignkitError, ImportError):
+    """The inference library a build needs is not installed."""
+
+
+def cli_errors(prog: str) -> Callable[[Callable[[Sequence[str] | None], int]], Callable[[Sequence[str] | None], int]]:
+    """Decorate a ``main(argv) -> int`` so project errors print as one line and exit 1."""
+
+    def decorate(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+        @functools.wraps(main)
+        def wrapper(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except SignkitError as err:
+                print(f"{prog}: error: {err}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+
+        return wrapper
+
+    return decorate
