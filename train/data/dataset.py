@@ -1,0 +1,145 @@
+"""Decode a listing once into the in-memory ``Split`` and cache the resized arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from runtime.atomic import atomic_path
+from runtime.errors import DatasetFormatError
+from runtime.preprocess import PREPROCESS_VERSION, PreprocessSpec, crop_and_resize
+from train.data.formats import FORMATS, Entry, Listing
+from train.data.tree import digest
+
+
+@dataclass(frozen=True)
+class Split:
+    """Every source ends up as this: RGB crops at one size, labels, physical tracks if known."""
+
+    images: np.ndarray  # uint8 (N, S, S, 3), RGB, cropped (ROI + margin) and resized
+    labels: np.ndarray  # int64 (N,)
+    tracks: np.ndarray | None  # str (N,), the physical sign each frame shows; None if unknown
+    class_names: tuple[str, ...]
+    fingerprint: str  # source + subset + size + preprocessing version
+    source: str = ""
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def take(self, idx: np.ndarray) -> Split:
+        return Split(self.images[idx], self.labels[idx], None if self.tracks is None else self.tracks[idx],
+                     self.class_names, self.fingerprint, self.source)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SIGNKIT_CACHE", Path.home() / ".cache" / "signkit"))
+
+
+def detect_format(path: Path) -> str:
+    for name, fmt in FORMATS.items():
+        if fmt.detect(path):
+            return name
+    known = "; ".join(f"{n}: {f.description}" for n, f in FORMATS.items())
+    raise DatasetFormatError(f"cannot tell the layout of {path}. Known formats - {known}. Pass --format to choose one")
+
+
+def check_data_path(path: Path) -> None:
+    if not path.exists():
+        raise DatasetFormatError(f"{path} does not exist; pass --data a dataset folder, or fetch one with `python -m train.download gtsrb`")
+    if path.is_dir() and not any(path.iterdir()):
+        raise DatasetFormatError(f"{path} is empty; put a dataset there or run `python -m train.download gtsrb --to {path}`")
+
+
+def load_dataset(path: str | Path, fmt: str = "auto", *, subset: str = "train", size: int = 32, margin: float = 0.1,
+                 cache_dir: Path | None = None, use_cache: bool = True, max_bad_fraction: float = 0.01,
+                 workers: int = 2, progress: bool = True) -> Split:
+    """Load one subset of a dataset in any known layout as a ``Split``.
+
+    Args:
+        path: dataset folder, CSV, zip or pickle.
+        fmt: a name from ``FORMATS`` or "auto" to detect it.
+        subset: "train", "test", or "val" where the layout has one.
+        size, margin: crop geometry (see ``runtime.preprocess.PreprocessSpec``).
+        max_bad_fraction: unreadable images are skipped with a count; more than this fraction fails.
+
+    Raises:
+        DatasetFormatError: missing/empty path, unknown layout, bad CSV, bad labels, too many bad images.
+    """
+    path = Path(path).expanduser()
+    check_data_path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    elif fmt not in FORMATS:
+        raise DatasetFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    listing = FORMATS[fmt].listing(path, subset)
+    if not listing.entries:
+        raise DatasetFormatError(f"{path}: the {subset} subset lists no images")
+    key = digest([listing.fingerprint, str(size), f"{margin:g}", str(PREPROCESS_VERSION)])
+    cache_file = (cache_dir or default_cache_dir()) / f"{fmt}-{subset}-{size}px-{key}.npz"
+    if use_cache and cache_file.is_file():
+        return _read_cache(cache_file, key, str(path))
+    split = _decode(listing, PreprocessSpec(size=size, margin=margin), key, str(path), max_bad_fraction, workers, progress)
+    if use_cache:
+        _write_cache(cache_file, split)
+    return split
+
+
+def _decode(listing: Listing, spec: PreprocessSpec, key: str, source: str, max_bad: float, workers: int, progress: bool) -> Split:
+    def one(entry: Entry) -> np.ndarray | None:
+        img = listing.read(entry)
+        if img is None:
+            return None
+        try:
+            return crop_and_resize(img, entry.roi, spec)
+        except ValueError:
+            return None
+
+    n = len(listing.entries)
+    out = np.zeros((n, spec.size, spec.size, 3), np.uint8)
+    ok = np.zeros(n, bool)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        it = pool.map(one, listing.entries, chunksize=64)
+        bar = tqdm(it, total=n, desc=f"decoding {listing.fmt}/{listing.subset}", unit="img",
+                   disable=not progress, file=sys.stderr, mininterval=0.5)
+        for i, crop in enumerate(bar):
+            if crop is not None:
+                out[i], ok[i] = crop, True
+    bad = np.flatnonzero(~ok)
+    if len(bad):
+        first = listing.describe(listing.entries[bad[0]])
+        if len(bad) > max_bad * n:
+            raise DatasetFormatError(f"{len(bad)} of {n} images are unreadable or truncated (first: {first}); "
+                                     f"repair or re-download the dataset")
+        print(f"warning: skipped {len(bad)} unreadable image(s) of {n} (first: {first})", file=sys.stderr)
+    labels = np.array([e.label for e in listing.entries], np.int64)
+    tracks = np.array([e.track for e in listing.entries]) if listing.has_tracks else None
+    return Split(out[ok], labels[ok], None if tracks is None else tracks[ok], listing.class_names, key, source, len(bad))
+
+
+def _write_cache(file: Path, split: Split) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"class_names": split.class_names, "fingerprint": split.fingerprint, "skipped": split.skipped})
+    with atomic_path(file) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=split.images, labels=split.labels,
+                     tracks=split.tracks if split.tracks is not None else np.array([], dtype="U1"), meta=np.array(meta))
+
+
+def _read_cache(file: Path, key: str, source: str) -> Split:
+    with np.load(file) as z:
+        meta = json.loads(str(z["meta"]))
+        tracks = z["tracks"]
+        return Split(z["images"], z["labels"], tracks if len(tracks) else None, tuple(meta["class_names"]), key, source,
+                     meta.get("skipped", 0))
