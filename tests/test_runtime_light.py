@@ -1,0 +1,37 @@
+"""runtime/ and camera_demo/ must import on a Pi without TensorFlow or Keras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+BLOCKER = """
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tf2onnx", "jax", "torch"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import pkgutil
+pkg = importlib.import_module(sys.argv[1])
+for mod in pkgutil.walk_packages(pkg.__path__, sys.argv[1] + "."):
+    importlib.import_module(mod.name)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "matplotlib", "tqdm"))
+print("loaded-heavy:", heavy)
+"""
+
+
+def _import_without_tf(package: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, package], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_runtime_imports_every_module_without_tensorflow():
+    assert "loaded-heavy: []" in _import_without_tf("runtime")
+
+
+def test_camera_demo_imports_without_tensorflow():
+    assert "loaded-heavy: []" in _import_without_tf("camera_demo")

@@ -1,0 +1,129 @@
+"""Architectures: the recipes of notebooks A-D and the edge-optimised default.
+
+Backend-agnostic Keras 3 (no tf.* ops), so the same code trains under TensorFlow, JAX or PyTorch.
+Import this module only after ``train.device.select_backend`` has set KERAS_BACKEND.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    description: str
+    default_size: int
+    min_size: int
+    colour: str
+    normalization: str
+    build: Callable[[int, int, int], keras.Model]  # (size, channels, num_classes)
+
+
+def _conv_bn_relu(x, filters: int, kernel: int = 3):
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def _head(x, num_classes: int):
+    # The softmax stays in float32 under mixed precision so probabilities are exact.
+    return layers.Activation("softmax", dtype="float32", name="probs")(layers.Dense(num_classes, name="logits")(x))
+
+
+def build_edge(size: int, channels: int, num_classes: int) -> keras.Model:
+    """Three conv-BN-ReLU pairs with max-pooling, global average pooling, one dense layer.
+
+    Designed for full-int8: only Conv2D (BN folds into it), ReLU, MaxPool, Mean and one Dense;
+    no large dense layer (most of notebook D's 1.2 M weights), no leaky ReLU, no dropout at
+    inference. About 0.29 M parameters, 290 KB as int8.
+    """
+    inp = keras.Input((size, size, channels), name="image")
+    x = inp
+    for filters in (32, 64, 128):
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inp, _head(x, num_classes), name="edge")
+
+
+def build_notebook_a(size: int, channels: int, num_classes: int) -> keras.Model:
+    """Notebook A: six valid 3x3 convs with leaky ReLU, dense 418 -> 256 (60x60 RGB)."""
+    inp = keras.Input((size, size, channels), name="image")
+    x = inp
+    for filters, pool in ((16, False), (32, True), (32, False), (64, True), (64, False), (128, False)):
+        x = layers.LeakyReLU(0.2)(layers.Conv2D(filters, 3)(x))
+        if pool:
+            x = layers.MaxPooling2D()(x)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(418, activation="relu")(layers.Dropout(0.3)(x))
+    x = layers.Dense(256, activation="relu")(layers.Dropout(0.3)(x))
+    return keras.Model(inp, _head(x, num_classes), name="notebook_a")
+
+
+def build_lenet(size: int, channels: int, num_classes: int) -> keras.Model:
+    """Notebook B: greyscale LeNet, conv 5x5 (10, 20) with max-pooling, dense 200 -> 100, dropout."""
+    inp = keras.Input((size, size, channels), name="image")
+    x = layers.MaxPooling2D()(layers.Conv2D(10, 5, activation="relu")(inp))
+    x = layers.MaxPooling2D()(layers.Conv2D(20, 5, activation="relu")(x))
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(layers.Dense(200, activation="relu")(x))
+    x = layers.Dropout(0.3)(layers.Dense(100, activation="relu")(x))
+    return keras.Model(inp, _head(x, num_classes), name="lenet")
+
+
+def build_cifar(size: int, channels: int, num_classes: int) -> keras.Model:
+    """Notebook C: conv 5x5x64 + BN, two max-pools, dense 256 -> 128."""
+    inp = keras.Input((size, size, channels), name="image")
+    x = layers.MaxPooling2D(3, 2, padding="same")(_conv_bn_relu(inp, 64, 5))
+    x = layers.MaxPooling2D(3, 2, padding="same")(_conv_bn_relu(x, 64, 5))
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dense(128, activation="relu")(x)
+    return keras.Model(inp, _head(x, num_classes), name="cifar")
+
+
+def build_notebook_d(size: int, channels: int, num_classes: int) -> keras.Model:
+    """Notebook D: conv 16, 32, pool, BN, conv 64, 128, pool, BN, dense 512, BN, dropout 0.5 (30x30)."""
+    inp = keras.Input((size, size, channels), name="image")
+    x = layers.Conv2D(16, 3, activation="relu")(inp)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.BatchNormalization()(layers.MaxPooling2D()(x))
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Conv2D(128, 3, activation="relu")(x)
+    x = layers.BatchNormalization()(layers.MaxPooling2D()(x))
+    x = layers.Dense(512, activation="relu")(layers.Flatten()(x))
+    x = layers.Dropout(0.5)(layers.BatchNormalization()(x))
+    return keras.Model(inp, _head(x, num_classes), name="notebook_d")
+
+
+ARCHS: dict[str, Arch] = {a.name: a for a in (
+    Arch("edge", "int8-friendly conv-BN-ReLU x6 + GAP, 0.29 M params (default)", 32, 8, "rgb", "standardize", build_edge),
+    Arch("notebook-a", "notebook A: 6 valid convs, leaky ReLU, dense 418/256", 60, 40, "rgb", "unit", build_notebook_a),
+    Arch("lenet", "notebook B: greyscale LeNet 5x5 convs, dense 200/100", 32, 16, "gray", "symmetric", build_lenet),
+    Arch("cifar", "notebook C: 2 conv 5x5 + BN, dense 256/128", 32, 8, "rgb", "unit", build_cifar),
+    Arch("notebook-d", "notebook D: 4 convs + BN, dense 512", 30, 14, "rgb", "unit", build_notebook_d),
+)}
+
+
+def build_model(arch: str, size: int, channels: int, num_classes: int) -> keras.Model:
+    """Build ``arch`` for ``size`` x ``size`` inputs.
+
+    Raises:
+        ConfigError: unknown architecture or an image size below what it can take.
+    """
+    if arch not in ARCHS:
+        raise ConfigError(f"--arch {arch} is unknown; choose one of {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    if size < spec.min_size:
+        raise ConfigError(f"--img-size {size} is too small for --arch {arch} (minimum {spec.min_size}, default {spec.default_size})")
+    return spec.build(size, channels, num_classes)

@@ -1,0 +1,255 @@
+"""The training loop: numpy batches with augmentation, cosine schedule, per-epoch checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from runtime.errors import ConfigError
+from runtime.preprocess import PreprocessSpec, to_model_input
+from train.augment import augment_batch
+from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
+from train.data.formats import FORMATS
+from train.device import resolve_device, select_backend
+
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path
+    arch: str = "edge"
+    epochs: int = 30
+    img_size: int | None = None
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    val_fraction: float = 0.1
+    patience: int = 8
+    fmt: str = "auto"
+    margin: float = 0.1
+    resume: bool = False
+    backend: str = "tensorflow"
+    device: str = "auto"
+    augment: bool = True
+    use_cache: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    val_accuracy: float
+    best_epoch: int
+    epochs_run: int
+    params: int
+    seconds: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
+    """Training and validation sets: the source's own val subset, else held-out tracks, else random."""
+    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
+    full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
+    if FORMATS[fmt].has_val(path):
+        val = load_dataset(path, fmt, subset="val", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
+        return full, val, {"kind": "source", "subset": "val"}
+    if full.tracks is not None:
+        tr, va = track_split(full.labels, full.tracks, cfg.val_fraction, cfg.seed)
+        info = {"kind": "track", "val_fraction": cfg.val_fraction, "seed": cfg.seed,
+                "val_tracks": int(len(np.unique(full.tracks[va])))}
+    else:
+        print("warning: this source has no track ids; validating on a random image split, which flatters accuracy "
+              "when images are near-duplicates", file=sys.stderr)
+        tr, va = random_split(full.labels, cfg.val_fraction, cfg.seed)
+        info = {"kind": "random", "val_fraction": cfg.val_fraction, "seed": cfg.seed}
+    if len(va) == 0:
+        raise ConfigError(f"{path}: too few images/tracks to hold out a validation set; add data or raise --val-fraction")
+    return full.take(tr), full.take(va), info
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.arch`` on ``cfg.data`` and write model.keras, metadata.json, history.json, curves PNG.
+
+    Raises:
+        ConfigError, DatasetFormatError: bad flags or data, before anything is written.
+    """
+    select_backend(cfg.backend, cfg.device)
+    from train.models import ARCHS, build_model  # imports keras: after the backend is chosen
+
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"--arch {cfg.arch} is unknown; choose one of {', '.join(ARCHS)}")
+    arch = ARCHS[cfg.arch]
+    size = cfg.img_size or arch.default_size
+    if size < arch.min_size:
+        raise ConfigError(f"--img-size {size} is too small for --arch {cfg.arch} (minimum {arch.min_size}, default {arch.default_size})")
+    if cfg.fmt != "auto" and cfg.fmt not in FORMATS:
+        raise ConfigError(f"--format {cfg.fmt} is unknown; choose one of {', '.join(FORMATS)}")
+    out = ensure_writable_dir(Path(cfg.out))
+    ckpt_dir = out / "checkpoints"
+    spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
+
+    check_data_path(Path(cfg.data))
+    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data))
+    train_set, val_set, split_info = split_train_val(Path(cfg.data), replace(cfg, fmt=fmt), size)
+    device = resolve_device(cfg.backend, cfg.device)
+
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    if device == "gpu":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    state = _load_state(ckpt_dir) if cfg.resume else None
+    if cfg.resume and state is None:
+        print(f"note: --resume found no checkpoint in {ckpt_dir}; starting from scratch", file=sys.stderr)
+    if state is not None:
+        model = keras.models.load_model(ckpt_dir / "last.keras")
+        initial_epoch = state["epoch"]
+        print(f"resuming {out} from epoch {initial_epoch}", file=sys.stderr)
+    else:
+        model = build_model(cfg.arch, size, spec.channels, train_set.num_classes)
+        model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=5e-3),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        initial_epoch = 0
+        state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
+    if initial_epoch >= cfg.epochs:
+        raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
+
+    batches = _batches(keras, train_set, spec, cfg, initial_epoch)
+    x_val = to_model_input(val_set.images, spec)
+    steps = len(batches)
+    callbacks = [
+        _cosine_schedule(keras, cfg.lr, steps, cfg.epochs),
+        _checkpointer(keras, ckpt_dir, state),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience),
+    ]
+    print(f"training {cfg.arch} ({model.count_params():,} params) on {len(train_set)} images, "
+          f"validating on {len(val_set)} ({split_info['kind']} split), {size}x{size}, {device}, backend {cfg.backend}",
+          file=sys.stderr)
+    model.fit(batches, validation_data=(x_val, val_set.labels), epochs=cfg.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
+
+    state = _load_state(ckpt_dir) or state
+    best = keras.models.load_model(ckpt_dir / "best.keras")
+    probs = best.predict(x_val, batch_size=256, verbose=0)
+    val_acc = float((probs.argmax(1) == val_set.labels).mean())
+    with atomic_path(out / "model.keras") as tmp:
+        best.save(tmp)
+    epochs_run = len(state["history"].get("loss", []))
+    metadata = {
+        "format": "signkit-model/1",
+        "arch": cfg.arch,
+        "class_names": list(train_set.class_names),
+        "num_classes": train_set.num_classes,
+        "input": {"size": size, "channels": spec.channels, "dtype": "float32", "colour": spec.colour, "layout": "NHWC"},
+        "preprocess": spec.to_dict(),
+        "dataset": {"path": str(Path(cfg.data).resolve()), "format": fmt,
+                    "fingerprint": train_set.fingerprint, "train_images": len(train_set), "val_images": len(val_set),
+                    "split": split_info},
+        "val_accuracy": val_acc,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": epochs_run,
+        "training_seconds": round(state["seconds"], 1),
+        "seconds_per_epoch": round(state["seconds"] / max(epochs_run, 1), 1),
+        "params": int(best.count_params()),
+        "hyperparameters": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+                            "augment": cfg.augment, "patience": cfg.patience},
+        "backend": cfg.backend,
+        "device": device,
+        "keras_version": keras.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_text_atomic(out / "metadata.json", json.dumps(metadata, indent=2))
+    write_text_atomic(out / "history.json", json.dumps(state["history"], indent=2))
+    from train.plots import plot_history
+
+    plot_history(state["history"], out / "training_curves.png")
+    return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"], metadata)
+
+
+def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int) -> Any:
+    class Batches(keras.utils.PyDataset):
+        """Shuffled, augmented, normalised batches; the order depends only on (seed, epoch)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = initial_epoch
+            self._order()
+
+        def _order(self) -> None:
+            self.rng = np.random.default_rng([cfg.seed, self.epoch])
+            self.idx = self.rng.permutation(len(data))
+
+        def __len__(self) -> int:
+            return math.ceil(len(data) / cfg.batch_size)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            sel = self.idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            imgs = augment_batch(data.images[sel], self.rng) if cfg.augment else data.images[sel]
+            return to_model_input(imgs, spec), data.labels[sel]
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._order()
+
+    return Batches()
+
+
+def _cosine_schedule(keras: Any, peak: float, steps_per_epoch: int, epochs: int) -> Any:
+    """Linear warm-up for one epoch, then cosine decay to zero; computed from the global step so resume works."""
+    total = steps_per_epoch * epochs
+    warm = steps_per_epoch
+
+    class Cosine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            step = self.epoch * steps_per_epoch + batch
+            lr = peak * (step + 1) / warm if step < warm else 0.5 * peak * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            self.model.optimizer.learning_rate.assign(lr)
+
+    return Cosine()
+
+
+def _load_state(ckpt_dir: Path) -> dict[str, Any] | None:
+    f = ckpt_dir / "state.json"
+    if f.is_file() and (ckpt_dir / "last.keras").is_file():
+        return json.loads(f.read_text())
+    return None
+
+
+def _checkpointer(keras: Any, ckpt_dir: Path, state: dict[str, Any]) -> Any:
+    """Every epoch: last.keras (with optimizer state) and state.json; best.keras when val accuracy improves."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            state["seconds"] += time.perf_counter() - self.t0
+            for k, v in logs.items():
+                if k != "learning_rate":
+                    state["history"].setdefault(k, []).append(float(v))
+            if logs.get("val_accuracy", -1) > state["best"]:
+                state["best"], state["best_epoch"] = float(logs["val_accuracy"]), epoch + 1
+                with atomic_path(ckpt_dir / "best.keras") as tmp:
+                    self.model.save(tmp)
+            with atomic_path(ckpt_dir / "last.keras") as tmp:
+                self.model.save(tmp)
+            state["epoch"] = epoch + 1
+            write_text_atomic(ckpt_dir / "state.json", json.dumps(state))
+
+    return Checkpoint()
