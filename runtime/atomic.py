@@ -22,6 +22,19 @@ def ensure_writable_dir(path: Path, flag: str = "--out") -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path, dest: Path) -> Path:
+    """Rename a finished temp file onto ``dest`` with normal permissions (mkstemp makes them 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, dest)
+    return dest
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``, else delete it."""
@@ -31,7 +44,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, dest)
+        publish(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
