@@ -1,0 +1,63 @@
+"""Flags shared by every export command (one parent parser) and the code that runs a list of builds."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.inputs import load_inputs, resolve_model_dir
+from export.pipeline import BuildResult, export_build
+from export.report import write_report
+from export.verify import Gate, VerificationError, format_table
+
+
+def common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", type=Path, default=None, help="training run folder (default: the most recent under runs/)")
+    p.add_argument("--calib-data", type=Path, default=None,
+                   help="dataset (or .npz of crops+labels) for calibration and verification (default: the training data)")
+    p.add_argument("--calib-samples", type=int, default=500, help="class-balanced training images for int8 calibration")
+    p.add_argument("--verify-samples", type=int, default=None, help="validation images for the gate (default: all)")
+    p.add_argument("--no-verify", action="store_true", help="write builds without checking them against the float model")
+    p.add_argument("--min-agreement", type=float, default=Gate.min_agreement, help="quantized builds: top-1 agreement %%")
+    p.add_argument("--max-drop", type=float, default=Gate.max_drop, help="quantized builds: accuracy drop in pp")
+    p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8"), help="tflite-int8 input/output type")
+    return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.calib_samples < 1:
+        parser.error("--calib-samples must be at least 1")
+    if args.verify_samples is not None and args.verify_samples < 1:
+        parser.error("--verify-samples must be at least 1")
+
+
+def run_builds(args: argparse.Namespace, names: list[str], out: Path | None = None) -> int:
+    """Export ``names`` from one loaded model; print the figures; exit 1 if any build failed its gate."""
+    model_dir = resolve_model_dir(args.model)
+    print(f"loading {model_dir} and its calibration/verification data ...", file=sys.stderr)
+    inputs = load_inputs(model_dir, calib_data=args.calib_data, calib_samples=args.calib_samples,
+                         verify_samples=args.verify_samples)
+    gate = Gate(args.min_agreement, args.max_drop)
+    results: list[BuildResult] = []
+    for name in names:
+        print(f"exporting {name} ...", file=sys.stderr)
+        results.append(export_build(inputs, name, out, verify=not args.no_verify, gate=gate, io_dtype=args.io_dtype))
+    json_path, md_path = write_report(model_dir, [r.report_entry() for r in results])
+    print(f"float model: validation accuracy {inputs.float_accuracy:.4f} on {len(inputs.verify_y)} images")
+    for r in results:
+        a = r.analysis
+        where = r.path if r.path else "not written (failed the gate)"
+        int_note = "" if r.spec.precision != "int8" else (" integer-only" if a["integer_only"] else f" float ops: {', '.join(a['non_integer_ops'])}")
+        calib = f", calibration {r.calibration_seconds:.1f}s" if r.calibration_seconds else ""
+        print(f"{r.spec.name:<15} {r.size_kb:8.1f} KB  ops: {', '.join(a['ops'])}{int_note}{calib} -> {where}")
+    verified = [r.verification for r in results if r.verification]
+    if verified:
+        print(format_table(verified))
+    print(f"report: {md_path} ({json_path.name})")
+    failed = [r.spec.name for r in results if not r.passed]
+    if failed:
+        raise VerificationError(f"{', '.join(failed)} failed verification and were not written; see the table above "
+                                f"(retry with more --calib-samples, or loosen --min-agreement/--max-drop)")
+    return 0

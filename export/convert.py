@@ -1,0 +1,78 @@
+"""Keras model -> TFLite (float32, float16, dynamic-range, full int8) and ONNX (float32, QDQ int8) bytes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_OPSET = 17
+
+
+def _saved_model(model: Any, folder: Path) -> Path:
+    # Keras 3 -> SavedModel freezes variables; from_concrete_functions would leave READ_VARIABLE ops.
+    model.export(str(folder), format="tf_saved_model", verbose=False)
+    return folder
+
+
+def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dtype: str = "int8") -> bytes:
+    """Convert with the TFLite converter; ``calib`` feeds int8 calibration one image at a time."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="signkit-sm-") as tmp:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(model, Path(tmp) / "sm")))
+        if precision != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            if calib is None:
+                raise ValueError("int8 conversion needs calibration images")
+            converter.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+        return converter.convert()
+
+
+def to_onnx(model: Any, size: int, channels: int) -> Any:
+    """tf2onnx from a traced function with a free batch dimension; returns an onnx.ModelProto."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec([None, size, size, channels], tf.float32, name="image")]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def serve(image: tf.Tensor) -> tf.Tensor:
+        return model(image, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=ONNX_OPSET)
+    return proto
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over the calibration images (batches of 1, like TFLite)."""
+
+    def __init__(self, name: str, calib: np.ndarray) -> None:
+        self._items = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def onnx_int8(float_model: Path, calib: np.ndarray, out: Path) -> Path:
+    """quant_pre_process, then static QDQ quantisation, per-channel int8 weights and activations."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader_cls = type("SignkitCalibrationReader", (_Reader, CalibrationDataReader), {})
+    with tempfile.TemporaryDirectory(prefix="signkit-onnx-") as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(float_model), str(prepped), skip_symbolic_shape=True)
+        name = onnx.load(str(prepped)).graph.input[0].name
+        quantize_static(str(prepped), str(out), reader_cls(name, calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out

@@ -1,0 +1,41 @@
+"""Compile a trained model into an ONNX build (tf2onnx, opset 17), verified before it is written.
+
+    python -m export.onnx
+    python -m export.onnx --int8 --model runs/edge-default
+
+--int8 runs onnxruntime's quant_pre_process and static QDQ quantisation (per-channel int8),
+calibrated on the same class-balanced training images as the TFLite int8 build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.cli import check_args, common_parser, run_builds
+from runtime.errors import cli_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export.onnx", parents=[common_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Export an ONNX build (float32 by default) and verify it through the runtime.",
+        epilog="examples:\n  python -m export.onnx\n  python -m export.onnx --int8 --model runs/edge-default",
+    )
+    p.add_argument("--int8", action="store_true", help="static QDQ int8 quantisation (onnxruntime)")
+    p.add_argument("--out", type=Path, default=None, help="output file (default: beside the model)")
+    return p
+
+
+@cli_errors("python -m export.onnx")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return run_builds(args, ["onnx-int8" if args.int8 else "onnx-f32"], args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

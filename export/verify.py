@@ -1,0 +1,75 @@
+"""The gate every build passes before it is written under its final name."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from runtime.builds import BuildSpec
+from runtime.classifier import Classifier
+from runtime.errors import SignkitError
+from runtime.metrics import classification_report
+
+
+class VerificationError(SignkitError):
+    """One or more builds failed the gate; the message is the table of figures."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_agreement: float = 99.5  # % of top-1 predictions equal to the float model's (quantized builds)
+    max_drop: float = 0.3  # accuracy drop in percentage points (quantized builds)
+
+
+@dataclass(frozen=True)
+class Verification:
+    build: str
+    samples: int
+    float_accuracy: float
+    accuracy: float
+    agreement: float  # percent
+    max_prob_delta: float
+    passed: bool
+    reason: str
+    worst: list[tuple[int, str, float]] = field(default_factory=list)  # (class, name, recall) of the build
+
+    @property
+    def drop_pp(self) -> float:
+        return 100.0 * (self.float_accuracy - self.accuracy)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "drop_pp": self.drop_pp}
+
+
+def predict_all(clf: Classifier, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    return np.concatenate([clf.predict_proba(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def verify_build(clf: Classifier, spec: BuildSpec, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray,
+                 gate: Gate = Gate()) -> Verification:
+    """Run the build through the runtime on the verification set and hold it to the float model."""
+    probs = predict_all(clf, x)
+    pred, ref = probs.argmax(1), float_probs.argmax(1)
+    acc, float_acc = float((pred == y).mean()), float((ref == y).mean())
+    agreement = 100.0 * float((pred == ref).mean())
+    delta = float(np.abs(probs - float_probs).max())
+    if spec.quantized:
+        drop = 100.0 * (float_acc - acc)
+        fails = [f"agreement {agreement:.2f}% < {gate.min_agreement}%"] if agreement < gate.min_agreement else []
+        fails += [f"accuracy drop {drop:.2f} pp > {gate.max_drop} pp"] if drop > gate.max_drop else []
+    else:
+        fails = [f"max |dp| {delta:.2e} > {spec.max_prob_delta:.0e}"] if delta > (spec.max_prob_delta or 0) else []
+    report = classification_report(y, pred, len(clf.class_names))
+    worst = [(c, clf.class_names[c], float(report.recall[c])) for c in report.worst(5)]
+    return Verification(spec.name, len(y), float_acc, acc, agreement, delta, not fails, "; ".join(fails) or "ok", worst)
+
+
+def format_table(results: list[Verification]) -> str:
+    lines = [f"{'build':<15} {'accuracy':>8} {'drop pp':>8} {'agree %':>8} {'max|dp|':>9}  result"]
+    for v in results:
+        lines.append(f"{v.build:<15} {v.accuracy:8.4f} {v.drop_pp:8.2f} {v.agreement:8.2f} {v.max_prob_delta:9.2e}  "
+                     f"{'PASS' if v.passed else 'FAIL: ' + v.reason}")
+        if not v.passed:
+            lines.append("    worst classes: " + ", ".join(f"{c} {n[:24]} ({r:.2f})" for c, n, r in v.worst))
+    return "\n".join(lines)
