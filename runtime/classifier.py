@@ -13,6 +13,7 @@ from runtime.backends import open_backend
 from runtime.builds import BuildSpec, read_metadata, spec_for
 from runtime.errors import BuildError
 from runtime.preprocess import PreprocessSpec, crop_and_resize, to_model_input
+from runtime.roi import Box, RoiError, clamp_box
 
 UNKNOWN = -1
 
@@ -29,6 +30,26 @@ class Prediction:
     @property
     def known(self) -> bool:
         return self.class_id != UNKNOWN
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A box of a frame (clamped to it) and what the classifier says it shows."""
+
+    box: Box
+    prediction: Prediction
+
+
+def check_frame(frame: np.ndarray) -> None:
+    """Reject frames the pipeline cannot crop, with the fix in the message."""
+    if not isinstance(frame, np.ndarray):
+        raise RoiError(f"frame must be a numpy array, not {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise RoiError(f"frame must be uint8 (8-bit BGR, as cv2.imread/VideoCapture give), got {frame.dtype}; "
+                       f"convert with frame.astype(np.uint8) after scaling to 0..255")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        hint = "cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)" if frame.ndim == 2 else "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)"
+        raise RoiError(f"frame must be HxWx3 BGR, got shape {frame.shape}; convert with {hint}")
 
 
 class Classifier:
@@ -94,3 +115,35 @@ class Classifier:
         if not batch:
             return []
         return self._predictions(self.predict_proba(to_model_input(np.stack(batch), self.preprocess)))
+
+    def classify_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
+                      on_invalid: str = "skip") -> list[Detection]:
+        """Crop every box of a BGR frame (plus the training margin) and classify them in one invoke.
+
+        Args:
+            frame_bgr: uint8 HxWx3 frame as OpenCV delivers it.
+            boxes: ``(x1, y1, x2, y2)`` boxes; parts outside the frame are clipped.
+            on_invalid: "skip" drops boxes with no area inside the frame, "raise" raises RoiError.
+
+        Returns:
+            one Detection per usable box, in input order.
+        """
+        if on_invalid not in ("skip", "raise"):
+            raise ValueError("on_invalid must be 'skip' or 'raise'")
+        check_frame(frame_bgr)
+        h, w = frame_bgr.shape[:2]
+        kept: list[Box] = []
+        for box in boxes:
+            if len(box) != 4:
+                raise RoiError(f"box {tuple(box)} is not (x1, y1, x2, y2)")
+            clamped = clamp_box(box, w, h)
+            if clamped is None:
+                if on_invalid == "raise":
+                    raise RoiError(f"box {tuple(box)} has no area inside the {w}x{h} frame")
+                continue
+            kept.append(clamped)
+        if not kept:
+            return []
+        crops = np.stack([crop_and_resize(frame_bgr, b, self.preprocess, order="bgr") for b in kept])
+        preds = self._predictions(self.predict_proba(to_model_input(crops, self.preprocess)))
+        return [Detection(b, p) for b, p in zip(kept, preds)]

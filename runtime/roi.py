@@ -1,0 +1,107 @@
+"""Regions of interest: fixed boxes, GTSDB annotation files, clamping, IoU and non-maximum suppression.
+
+Boxes are ``(x1, y1, x2, y2)`` pixel coordinates with ``x2``/``y2`` exclusive (see runtime.preprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import SignkitError
+
+Box = tuple[int, int, int, int]
+
+
+class RoiError(SignkitError):
+    """A box list, box file or frame that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    box: Box
+    class_id: int
+
+
+def clamp_box(box: Sequence[float], width: int, height: int) -> Box | None:
+    """Round ``box`` to pixels and clip it to the frame; None if nothing of it is left."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def parse_boxes(text: str) -> list[Box]:
+    """Boxes from ``"x1,y1,x2,y2 x1,y1,x2,y2"`` (spaces or semicolons between boxes)."""
+    boxes = []
+    for part in filter(None, re.split(r"[;\s]+", text.strip())):
+        nums = part.split(",")
+        if len(nums) != 4:
+            raise RoiError(f"box {part!r} is not x1,y1,x2,y2; write boxes like 10,20,50,60")
+        try:
+            boxes.append(tuple(int(float(n)) for n in nums))
+        except ValueError:
+            raise RoiError(f"box {part!r} holds a non-number; write boxes like 10,20,50,60") from None
+    return boxes  # type: ignore[return-value]
+
+
+def load_boxes(path: Path) -> list[Box]:
+    """Boxes from a JSON file: ``[[x1,y1,x2,y2], ...]`` or ``{"boxes": [...]}``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RoiError(f"{path} is not a readable JSON box file ({err}); write [[x1,y1,x2,y2], ...]") from None
+    items = data.get("boxes") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not all(isinstance(b, (list, tuple)) and len(b) == 4 for b in items):
+        raise RoiError(f"{path} must hold [[x1,y1,x2,y2], ...] or {{\"boxes\": [...]}}")
+    return [tuple(int(v) for v in b) for b in items]  # type: ignore[misc]
+
+
+def read_gtsdb(path: Path) -> dict[str, list[Annotation]]:
+    """GTSDB ``gt.txt``: ``image;left;top;right;bottom;ClassId`` per line (inclusive), keyed by image stem."""
+    out: dict[str, list[Annotation]] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise RoiError(f"cannot read annotations {path} ({err.strerror}); pass a GTSDB gt.txt") from None
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        cells = line.strip().split(";")
+        try:
+            name, l, t, r, b, c = cells[0], *map(int, cells[1:6])
+        except (ValueError, IndexError):
+            raise RoiError(f"{path} line {i}: expected image;left;top;right;bottom;ClassId, got {line.strip()!r}") from None
+        out.setdefault(Path(name).stem, []).append(Annotation((l, t, r + 1, b + 1), c))
+    return out
+
+
+def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """Pairwise intersection-over-union, shape (len(a), len(b))."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes: Sequence[Sequence[float]], scores: Sequence[float], iou_threshold: float = 0.3) -> list[int]:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first."""
+    order = list(np.argsort(-np.asarray(scores, np.float64), kind="stable"))
+    if not order:
+        return []
+    ious = iou_matrix(boxes, boxes)
+    keep: list[int] = []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        order = [j for j in order if ious[i, j] <= iou_threshold]
+    return keep
