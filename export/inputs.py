@@ -83,7 +83,7 @@ def _dataset_splits(meta: dict[str, Any], data: Path, spec: PreprocessSpec, same
 
 
 def load_inputs(model_dir: Path, *, calib_data: Path | None = None, calib_samples: int = 500,
-                verify_samples: int | None = None, seed: int = 0) -> ExportInputs:
+                verify_samples: int | None = None, seed: int = 0, need_calibration: bool = True) -> ExportInputs:
     """Load the run, a calibration sample of training images and the verification set.
 
     Verification always uses the run's own validation split when its training data is on disk, so a
@@ -113,7 +113,7 @@ def load_inputs(model_dir: Path, *, calib_data: Path | None = None, calib_sample
     if verify_set is None:
         raise ConfigError(f"no validation data to verify against: {train_data} is gone; pass --calib-data a dataset folder")
     calib_images = images[balanced_sample(labels, calib_samples, seed)]
-    if len(calib_images) < MIN_CALIB:
+    if need_calibration and len(calib_images) < MIN_CALIB:
         raise ConfigError(f"calibration data {calib_data or train_data} has only {len(calib_images)} images; int8 "
                           f"calibration needs at least {MIN_CALIB} (pass --calib-data with more, or raise --calib-samples)")
     ver_images, ver_labels = verify_set.images, verify_set.labels

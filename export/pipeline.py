@@ -14,7 +14,8 @@ from typing import Any
 from export import convert
 from export.inputs import ExportInputs
 from export.report import analyse_onnx, analyse_tflite
-from export.verify import Gate, Verification, verify_build
+from export.threshold import DEFAULT_MAX_REJECT, pick_threshold
+from export.verify import Gate, Verification, predict_all, verify_build
 from runtime.atomic import ensure_writable_dir, publish
 from runtime.backends import open_backend
 from runtime.builds import BUILDS, METADATA_FORMAT, BuildSpec, build_file, sidecar_of
@@ -106,7 +107,7 @@ def _embed_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 
 def export_build(inputs: ExportInputs, name: str, out: Path | None = None, *, verify: bool = True,
-                 gate: Gate = Gate(), io_dtype: str = "int8") -> BuildResult:
+                 gate: Gate = Gate(), io_dtype: str = "int8", max_reject: float = DEFAULT_MAX_REJECT) -> BuildResult:
     """Convert ``inputs.model`` into build ``name`` and write it (with its sidecar) only if it passes the gate.
 
     Returns:
@@ -133,8 +134,11 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None, *, ve
         verification = None
         if verify:
             clf = Classifier.from_build(tmp)
-            verification = verify_build(clf, spec, inputs.verify_x, inputs.verify_y, inputs.float_probs, gate)
+            probs = predict_all(clf, inputs.verify_x)
+            verification = verify_build(clf, spec, probs, inputs.verify_y, inputs.float_probs, gate)
             meta["verification"] = verification.to_dict()
+            meta["threshold"] = pick_threshold(probs, inputs.verify_y, max_reject)
+            meta["threshold_rule"] = f"keeps {100 * (1 - max_reject):g} % of correct validation predictions"
             side.write_text(json.dumps(meta, indent=2))
         size_kb = tmp.stat().st_size / 1024
         seconds = time.perf_counter() - t0

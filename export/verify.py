@@ -46,10 +46,9 @@ def predict_all(clf: Classifier, x: np.ndarray, chunk: int = 256) -> np.ndarray:
     return np.concatenate([clf.predict_proba(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def verify_build(clf: Classifier, spec: BuildSpec, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray,
+def verify_build(clf: Classifier, spec: BuildSpec, probs: np.ndarray, y: np.ndarray, float_probs: np.ndarray,
                  gate: Gate = Gate()) -> Verification:
-    """Run the build through the runtime on the verification set and hold it to the float model."""
-    probs = predict_all(clf, x)
+    """Hold the build's probabilities on the verification set (from ``predict_all``) to the float model's."""
     pred, ref = probs.argmax(1), float_probs.argmax(1)
     acc, float_acc = float((pred == y).mean()), float((ref == y).mean())
     agreement = 100.0 * float((pred == ref).mean())

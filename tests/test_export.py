@@ -173,3 +173,36 @@ def test_interrupted_export_leaves_no_partial_file(exported, tmp_path, monkeypat
     out = tmp_path / "m_int8.tflite"
     assert export_tflite.main(["--int8", "--model", str(exported), "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threshold_is_calibrated_per_build_and_can_be_set(exported, capsys):
+    from export import threshold
+
+    for name in ("tflite-f32", "tflite-int8"):
+        meta = json.loads(sidecar_of(build_file(exported, BUILDS[name])).read_text())
+        assert 0 < meta["threshold"] < 1
+    build = build_file(exported, BUILDS["onnx-int8"])
+    assert threshold.main(["--build", str(build), "--value", "0.42"]) == 0
+    assert Classifier.from_build(build).threshold == 0.42
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(build)).metadata_props}
+    assert json.loads(props["signkit"])["threshold"] == 0.42
+    assert threshold.main(["--build", str(build), "--max-reject", "0.05"]) == 0
+    assert "threshold" in capsys.readouterr().out
+    assert build.with_name(build.name + ".threshold.png").is_file()
+    assert Classifier.from_build(build).threshold != 0.42
+
+
+def test_pick_threshold_keeps_the_requested_share_of_correct_predictions():
+    from export.threshold import pick_threshold, threshold_curve
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5) * 0.3, size=2000)
+    labels = probs.argmax(1)
+    labels[:200] = (labels[:200] + 1) % 5  # some wrong
+    t = pick_threshold(probs, labels, 0.1)
+    correct = probs.max(1)[probs.argmax(1) == labels]
+    assert 0.88 <= (correct >= t).mean() <= 0.92
+    curve = threshold_curve(probs, labels)
+    np.testing.assert_allclose(curve["right"] + curve["wrong"] + curve["unsure"], 1.0)
