@@ -64,6 +64,7 @@ class Classifier:
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.threshold = float(meta.get("threshold") or 0.0) if threshold is None else float(threshold)
         self.top_k = max(1, min(top_k, len(self.class_names)))
+        self.backend_threads = threads
         self.backend = open_backend(self.path, spec.backend, threads)
         self._check_tensors()
 
@@ -98,7 +99,8 @@ class Classifier:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self.backend.run(np.ascontiguousarray(x, dtype=np.float32))
 
-    def _predictions(self, probs: np.ndarray) -> list[Prediction]:
+    def predictions(self, probs: np.ndarray) -> list[Prediction]:
+        """Turn probability rows into Predictions (top-k, and "unknown" below the threshold)."""
         order = np.argsort(-probs, axis=1)[:, : self.top_k]
         out = []
         for row, idx in zip(probs, order):
@@ -114,20 +116,11 @@ class Classifier:
         batch = [crop_and_resize(np.asarray(c), None, self.preprocess) for c in crops]
         if not batch:
             return []
-        return self._predictions(self.predict_proba(to_model_input(np.stack(batch), self.preprocess)))
+        return self.predictions(self.predict_proba(to_model_input(np.stack(batch), self.preprocess)))
 
-    def classify_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
-                      on_invalid: str = "skip") -> list[Detection]:
-        """Crop every box of a BGR frame (plus the training margin) and classify them in one invoke.
-
-        Args:
-            frame_bgr: uint8 HxWx3 frame as OpenCV delivers it.
-            boxes: ``(x1, y1, x2, y2)`` boxes; parts outside the frame are clipped.
-            on_invalid: "skip" drops boxes with no area inside the frame, "raise" raises RoiError.
-
-        Returns:
-            one Detection per usable box, in input order.
-        """
+    def prepare_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
+                     on_invalid: str = "skip") -> tuple[list[Box], np.ndarray]:
+        """Clamp the boxes to the frame and crop+preprocess each: (usable boxes, model input batch)."""
         if on_invalid not in ("skip", "raise"):
             raise ValueError("on_invalid must be 'skip' or 'raise'")
         check_frame(frame_bgr)
@@ -142,8 +135,23 @@ class Classifier:
                     raise RoiError(f"box {tuple(box)} has no area inside the {w}x{h} frame")
                 continue
             kept.append(clamped)
+        p = self.preprocess
         if not kept:
-            return []
-        crops = np.stack([crop_and_resize(frame_bgr, b, self.preprocess, order="bgr") for b in kept])
-        preds = self._predictions(self.predict_proba(to_model_input(crops, self.preprocess)))
-        return [Detection(b, p) for b, p in zip(kept, preds)]
+            return [], np.zeros((0, p.size, p.size, p.channels), np.float32)
+        crops = np.stack([crop_and_resize(frame_bgr, b, p, order="bgr") for b in kept])
+        return kept, to_model_input(crops, p)
+
+    def classify_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
+                      on_invalid: str = "skip") -> list[Detection]:
+        """Crop every box of a BGR frame (plus the training margin) and classify them in one invoke.
+
+        Args:
+            frame_bgr: uint8 HxWx3 frame as OpenCV delivers it.
+            boxes: ``(x1, y1, x2, y2)`` boxes; parts outside the frame are clipped.
+            on_invalid: "skip" drops boxes with no area inside the frame, "raise" raises RoiError.
+
+        Returns:
+            one Detection per usable box, in input order.
+        """
+        kept, x = self.prepare_rois(frame_bgr, boxes, on_invalid=on_invalid)
+        return [Detection(b, p) for b, p in zip(kept, self.predictions(self.predict_proba(x)))]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from runtime.errors import SignkitError
@@ -94,14 +95,12 @@ def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np
 
 
 def nms(boxes: Sequence[Sequence[float]], scores: Sequence[float], iou_threshold: float = 0.3) -> list[int]:
-    """Indices of the boxes kept by greedy non-maximum suppression, best score first."""
-    order = list(np.argsort(-np.asarray(scores, np.float64), kind="stable"))
-    if not order:
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first (OpenCV's C++ NMS)."""
+    if len(boxes) == 0:
         return []
-    ious = iou_matrix(boxes, boxes)
-    keep: list[int] = []
-    while order:
-        i = order.pop(0)
-        keep.append(int(i))
-        order = [j for j in order if ious[i, j] <= iou_threshold]
-    return keep
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    rects = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1).tolist()
+    s = np.asarray(scores, np.float64)
+    s = s - s.min() + 1.0  # NMSBoxes needs scores above a non-negative threshold; only their order matters
+    keep = cv2.dnn.NMSBoxes(rects, s.tolist(), 0.0, float(iou_threshold))
+    return [int(i) for i in np.asarray(keep).reshape(-1)]

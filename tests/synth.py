@@ -37,9 +37,10 @@ def make_sign(cls: int, side: int, rng: np.random.Generator) -> tuple[np.ndarray
         pts = np.array([[c[0], y1], [x2, y2], [x1, y2]], np.int32)
         cv2.fillPoly(img, [pts], colour)
         cv2.fillPoly(img, [((pts - c) * 0.55 + c).astype(np.int32)], (245, 245, 245))
-    else:
+    else:  # priority road: a yellow diamond inside a white rim
         pts = np.array([[c[0], y1], [x2, c[1]], [c[0], y2], [x1, c[1]]], np.int32)
-        cv2.fillPoly(img, [pts], colour)
+        cv2.fillPoly(img, [pts], (245, 245, 245))
+        cv2.fillPoly(img, [((pts - c) * 0.7 + c).astype(np.int32)], colour)
     light = rng.uniform(0.6, 1.2)
     img = np.clip(img.astype(np.float32) * light + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
     return img, (x1, y1, x2, y2)
@@ -151,4 +152,23 @@ def write_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
             pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), b"labels": labels.tolist()}, f)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]}, f)
+    return root
+
+
+def write_gtsdb(root: Path, frames: int = 3, seed: int = 0, size: tuple[int, int] = (480, 320)) -> Path:
+    """GTSDB layout: JPEG frames with synthetic signs pasted on a plain road scene, and gt.txt."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    w, h = size
+    for f in range(frames):
+        frame = np.full((h, w, 3), 110, np.uint8)
+        frame[h // 2:] = 70  # "road"
+        for k, cls in enumerate(range(len(CLASS_STYLES))):
+            img, (x1, y1, x2, y2) = make_sign(cls, int(rng.integers(28, 44)), rng)
+            ox, oy = 20 + k * (w // 4), int(rng.integers(20, h // 2 - img.shape[0]))
+            frame[oy:oy + img.shape[0], ox:ox + img.shape[1]] = img
+            lines.append(f"{f:05d}.ppm;{ox + x1};{oy + y1};{ox + x2};{oy + y2};{cls}")
+        _write_image(root / f"{f:05d}.jpg", frame)
+    (root / "gt.txt").write_text("\n".join(lines) + "\n")
     return root

@@ -1,0 +1,171 @@
+"""Run the whole frame pipeline over GTSDB-layout frames and score it.
+
+    python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb
+    python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
+
+Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
+the right class; "unknown" predictions are dropped), per-stage milliseconds per frame (proposals,
+crop+preprocess, invoke) for each thread count, and with ground-truth boxes as proposals the
+classification-only accuracy on real camera crops. Frame decoding is not timed: a camera hands
+frames over decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.classifier import Classifier, Prediction
+from runtime.errors import ConfigError, cli_errors
+from runtime.proposals import propose
+from runtime.roi import Annotation, Box, iou_matrix, read_gtsdb
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+
+
+@dataclass
+class PipelineScore:
+    proposals: str
+    threads: int
+    frames: int
+    signs: int
+    proposals_per_frame: float
+    proposal_recall: float
+    precision: float
+    recall: float
+    f1: float
+    top1_accuracy: float | None  # ground-truth boxes only: argmax class, threshold ignored
+    ms: dict[str, float] = field(default_factory=dict)  # median per frame, per stage
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / max(self.ms.get("total", 0.0), 1e-9)
+
+
+def load_frames(folder: Path) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
+    gt_file = folder / "gt.txt"
+    if not gt_file.is_file():
+        raise ConfigError(f"{folder} has no gt.txt; pass --data a GTSDB-layout folder (frames + gt.txt)")
+    gt = read_gtsdb(gt_file)
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise ConfigError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+    frames = []
+    for stem, path in files.items():
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ConfigError(f"{path} is not a readable image; remove or re-encode it")
+        frames.append((stem, img))
+    return frames, gt
+
+
+def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: float) -> int:
+    """Greedy one-to-one matching by IoU; a true positive also needs the right class."""
+    if not dets or not truth:
+        return 0
+    ious = iou_matrix([a.box for a in truth], [b for b, _ in dets])
+    used: set[int] = set()
+    tp = 0
+    for ti, a in enumerate(truth):
+        for di in np.argsort(-ious[ti]):
+            if ious[ti, di] < iou:
+                break
+            if di not in used and dets[di][1].class_id == a.class_id:
+                used.add(int(di))
+                tp += 1
+                break
+    return tp
+
+
+def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],
+                   proposals: str, iou: float = 0.5) -> PipelineScore:
+    tp = n_det = n_gt = covered = n_props = top1_right = 0
+    stages: dict[str, list[float]] = {"proposals": [], "crop+preprocess": [], "invoke": [], "total": []}
+    for stem, frame in frames:
+        truth = gt.get(stem, [])
+        t0 = time.perf_counter()
+        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame)]
+        t1 = time.perf_counter()
+        kept, x = clf.prepare_rois(frame, boxes)
+        t2 = time.perf_counter()
+        probs = clf.predict_proba(x)
+        t3 = time.perf_counter()
+        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            v_ms = 1000 * v
+            stages[k].append(v_ms)
+        preds = clf.predictions(probs)
+        dets = [(b, p) for b, p in zip(kept, preds) if p.known]
+        tp += match(dets, truth, iou)
+        n_det += len(dets)
+        n_gt += len(truth)
+        n_props += len(kept)
+        if truth and kept:
+            covered += int((iou_matrix([a.box for a in truth], kept).max(axis=1) >= iou).sum())
+        if proposals == "gt":
+            top1_right += int(sum(int(np.argmax(p)) == a.class_id for p, a in zip(probs, truth)))
+    precision = tp / n_det if n_det else 0.0
+    recall = tp / n_gt if n_gt else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return PipelineScore(proposals, clf.backend_threads, len(frames), n_gt, n_props / max(len(frames), 1),
+                         covered / n_gt if n_gt else 0.0, precision, recall, f1,
+                         top1_right / n_gt if proposals == "gt" and n_gt else None,
+                         {k: float(np.median(v)) for k, v in stages.items()})
+
+
+def format_scores(scores: list[PipelineScore]) -> str:
+    lines = [f"{'proposals':<9} {'thr':>3} {'props/fr':>8} {'prop rec':>8} {'prec':>6} {'recall':>6} {'F1':>6} {'top1':>6} "
+             f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms tot':>7} {'fps':>6}"]
+    for s in scores:
+        top1 = f"{s.top1_accuracy:6.3f}" if s.top1_accuracy is not None else f"{'-':>6}"
+        lines.append(f"{s.proposals:<9} {s.threads:>3} {s.proposals_per_frame:8.1f} {s.proposal_recall:8.3f} {s.precision:6.3f} "
+                     f"{s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} {s.ms['crop+preprocess']:7.2f} "
+                     f"{s.ms['invoke']:7.2f} {s.ms['total']:7.2f} {s.fps:6.1f}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.gtsdb", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Score the frame pipeline (proposals -> crops -> build) on GTSDB-layout frames.",
+        epilog="examples:\n  python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb\n"
+               "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json",
+    )
+    p.add_argument("--build", type=Path, required=True, help=".tflite/.onnx build with its metadata")
+    p.add_argument("--data", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
+    p.add_argument("--proposals", nargs="+", choices=("builtin", "gt"), default=["builtin", "gt"],
+                   help="where ROIs come from: the built-in colour proposals, or the ground-truth boxes")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="inference threads to measure")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
+    p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    return p
+
+
+@cli_errors("python -m bench.gtsdb")
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    frames, gt = load_frames(args.data)
+    scores = []
+    for threads in args.threads:
+        clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
+        for proposals in args.proposals:
+            scores.append(score_pipeline(clf, frames, gt, proposals, args.iou))
+    if args.json:
+        print(json.dumps([{**asdict(s), "fps": s.fps} for s in scores], indent=2))
+    else:
+        print(f"{args.build} on {len(frames)} frames of {args.data} ({sum(map(len, gt.values()))} signs), "
+              f"threshold {clf.threshold:.3f}")
+        print(format_scores(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

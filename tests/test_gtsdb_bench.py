@@ -1,0 +1,70 @@
+"""Proposals and the bench.gtsdb frame pipeline on synthetic GTSDB-layout frames."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from bench import gtsdb
+from runtime.builds import BUILDS, build_file
+from runtime.proposals import propose
+from runtime.roi import iou_matrix, read_gtsdb
+from tests import synth
+
+
+@pytest.fixture(scope="module")
+def gtsdb_dir(tmp_path_factory):
+    return synth.write_gtsdb(tmp_path_factory.mktemp("gtsdb"))
+
+
+def test_proposals_find_coloured_signs_on_a_plain_scene(gtsdb_dir):
+    gt = read_gtsdb(gtsdb_dir / "gt.txt")
+    for stem, truth in gt.items():
+        frame = cv2.imread(str(gtsdb_dir / f"{stem}.jpg"))
+        props = propose(frame)
+        ious = iou_matrix([a.box for a in truth], [p.box for p in props])
+        assert (ious.max(axis=1) >= 0.5).all(), (stem, ious.max(axis=1))
+        assert {p.colour for p in props} >= {"red", "blue", "yellow"}
+
+
+def test_proposals_on_a_blank_frame_are_empty():
+    import numpy as np
+
+    assert propose(np.full((400, 600, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.slow
+def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--threads", "1", "2", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {(s["proposals"], s["threads"]) for s in scores} == {("builtin", 1), ("gt", 1), ("builtin", 2), ("gt", 2)}
+    for s in scores:
+        assert s["frames"] == 3 and s["signs"] == 12
+        assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "total"} and s["fps"] > 0
+        if s["proposals"] == "gt":
+            assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None
+        else:
+            assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is None
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "gt", "--threads", "1"]) == 0
+    assert "top1" in capsys.readouterr().out
+
+
+def test_bench_gtsdb_bad_folder(tmp_path, capsys):
+    (tmp_path / "model_int8.tflite").write_bytes(b"x")
+    assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--data", str(tmp_path)]) == 1
+    assert "has no gt.txt" in capsys.readouterr().err
+
+
+def test_match_needs_the_right_class():
+    from runtime.classifier import Prediction
+    from runtime.roi import Annotation
+
+    truth = [Annotation((0, 0, 10, 10), 3)]
+    right = Prediction(3, "x", 0.9, ())
+    wrong = Prediction(4, "y", 0.9, ())
+    assert gtsdb.match([((0, 0, 10, 10), right)], truth, 0.5) == 1
+    assert gtsdb.match([((0, 0, 10, 10), wrong)], truth, 0.5) == 0
+    assert gtsdb.match([((5, 5, 15, 15), right)], truth, 0.5) == 0  # IoU 0.14
