@@ -14,7 +14,7 @@ from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.data import Split
 from train.evaluate import read_run
-from train.runs import latest_run
+from train.runs import latest_run, load_keras_model
 
 MIN_CALIB = 100
 
@@ -121,9 +121,7 @@ def load_inputs(model_dir: Path, *, calib_data: Path | None = None, calib_sample
         keep = balanced_sample(ver_labels, verify_samples, seed + 1)
         ver_images, ver_labels = ver_images[keep], ver_labels[keep]
 
-    import keras
-
-    model = keras.models.load_model(model_dir / "model.keras")
+    model = load_keras_model(model_dir / "model.keras")
     verify_x = to_model_input(ver_images, spec)
     float_probs = model.predict(verify_x, batch_size=256, verbose=0)
     digest = hashlib.sha256((model_dir / "model.keras").read_bytes()).hexdigest()

@@ -206,3 +206,12 @@ def test_pick_threshold_keeps_the_requested_share_of_correct_predictions():
     assert 0.88 <= (correct >= t).mean() <= 0.92
     curve = threshold_curve(probs, labels)
     np.testing.assert_allclose(curve["right"] + curve["wrong"] + curve["unsure"], 1.0)
+
+
+def test_corrupt_keras_file_in_a_run(exported, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(exported / "metadata.json", run / "metadata.json")
+    (run / "model.keras").write_bytes(b"PK\x03\x04 truncated zip")
+    assert export_tflite.main(["--model", str(run)]) == 1
+    assert "is not a loadable Keras model" in _err(capsys)

@@ -21,6 +21,7 @@ from runtime.metrics import classification_report
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.data import Split, load_dataset
 from train.data.formats import FORMATS
+from train.runs import load_keras_model
 from train.training import TrainConfig, split_train_val
 
 
@@ -56,9 +57,7 @@ def evaluate(model_dir: Path, data: Path, split: str = "val", fmt: str = "auto",
     if ds.num_classes != meta["num_classes"]:
         raise ConfigError(f"{data} has {ds.num_classes} classes but the model has {meta['num_classes']}; pass the dataset it was trained on")
 
-    import keras
-
-    model = keras.models.load_model(model_dir / "model.keras")
+    model = load_keras_model(model_dir / "model.keras")
     probs = model.predict(to_model_input(ds.images, spec), batch_size=256, verbose=0)
     report = classification_report(ds.labels, probs.argmax(1), ds.num_classes)
     result = {"model": str(model_dir), "data": str(data), "split": split, "images": len(ds),

@@ -6,6 +6,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from typing import Any
+
 from runtime.errors import ConfigError
 
 
@@ -24,3 +26,14 @@ def latest_run(root: Path | None = None, require: str = "model.keras") -> Path:
     if not runs:
         raise ConfigError(f"no trained model found under {root}/; train one with `python -m train` or pass --model DIR")
     return max(runs, key=lambda p: (p / require).stat().st_mtime)
+
+
+def load_keras_model(path: Path) -> Any:
+    """``keras.models.load_model`` with a one-line error for a file that is not a Keras model."""
+    import keras
+
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is not a loadable Keras model ({str(err).splitlines()[0][:100]}); "
+                          f"retrain it with `python -m train` or pass --model another run") from None
