@@ -122,3 +122,20 @@ def test_bad_flag_values_exit_2(kaggle_dir):
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert eval_main(["--model", str(tmp_path), "--data", str(tmp_path), "--split", "val"]) == 1
     assert "is not a training run" in _err(capsys)
+
+
+def test_same_command_trains_under_the_torch_backend(kaggle_dir, tmp_path):
+    """Backend-agnostic Keras 3 + numpy pipeline: PyTorch trains it, and the file exports like any other."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "torch"
+    proc = subprocess.run([sys.executable, "-m", "train", "--data", str(kaggle_dir), "--backend", "torch", "--epochs", "1",
+                           "--img-size", "16", "--batch-size", "16", "--out", str(out), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["backend"] == "torch" and meta["epochs_run"] == 1
