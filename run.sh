@@ -22,10 +22,8 @@ fi
 RUN=${RUN_DIR:-runs/quickstart}
 $PYBIN -m train --data "$DATA" --out "$RUN" "$@"
 $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split val
-if $PYBIN -c "import sys; from train.data import load_dataset; load_dataset(sys.argv[1], subset='test', progress=False)" "$DATA" 2>/dev/null; then
+if $PYBIN -m train.data.has_subset "$DATA" test; then
   $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split test
 fi
-if [ -f export/all.py ]; then
-  $PYBIN -m export.all --model "$RUN"
-fi
-echo "run.sh: done; everything is in $RUN/"
+$PYBIN -m export.all --model "$RUN"
+echo "run.sh: done. Model, builds and reports are in $RUN/ (export_report.md compares the builds)"
