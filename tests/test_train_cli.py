@@ -94,6 +94,7 @@ def test_img_size_too_small(kaggle_dir, tmp_path, capsys):
 def test_missing_data_folder(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 1
     assert "does not exist" in _err(capsys)
+    assert not (tmp_path / "r").exists()  # nothing written for a run that cannot start
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -22,7 +22,6 @@ from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     data: Path
@@ -94,14 +93,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(f"--img-size {size} is too small for --arch {cfg.arch} (minimum {arch.min_size}, default {arch.default_size})")
     if cfg.fmt != "auto" and cfg.fmt not in FORMATS:
         raise ConfigError(f"--format {cfg.fmt} is unknown; choose one of {', '.join(FORMATS)}")
-    out = ensure_writable_dir(Path(cfg.out))
-    ckpt_dir = out / "checkpoints"
     spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
-
     check_data_path(Path(cfg.data))
     fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data))
     train_set, val_set, split_info = split_train_val(Path(cfg.data), replace(cfg, fmt=fmt), size)
     device = resolve_device(cfg.backend, cfg.device)
+    # Only now, with flags and data known to be good, does anything get written.
+    out = ensure_writable_dir(Path(cfg.out))
+    ckpt_dir = out / "checkpoints"
 
     import keras
 
