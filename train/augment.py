@@ -20,6 +20,8 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.3
     blur_p: float = 0.15
+    erase_p: float = 0.0  # random erasing: a grey-noise rectangle, like stickers and occluding branches
+    erase_max: float = 0.3  # its largest side, as a fraction of the crop
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
@@ -38,6 +40,10 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
         if blur[i]:
             img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.4, 1.0))
         out[i] = img
+    for i in np.flatnonzero(rng.random(n) < cfg.erase_p):
+        eh, ew = (rng.uniform(0.1, cfg.erase_max, 2) * size).astype(int) + 1
+        y, x = rng.integers(0, size - eh + 1), rng.integers(0, size - ew + 1)
+        out[i, y:y + eh, x:x + ew] = rng.integers(0, 256, (eh, ew, 3), dtype=np.uint8)
     # Photometric jitter: contrast around the mean, brightness offset, then gamma.
     x = out.astype(np.float32) / 255.0
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
