@@ -20,7 +20,7 @@ def analyse_tflite(path: Path) -> dict[str, Any]:
 
     # Without the default XNNPACK delegate, which would hide the graph behind one DELEGATE op.
     interpreter_class = load_tflite_interpreter_class()
-    resolver = getattr(__import__(interpreter_class.__module__, fromlist=["OpResolverType"]), "OpResolverType")
+    resolver = __import__(interpreter_class.__module__, fromlist=["OpResolverType"]).OpResolverType
     interpreter = interpreter_class(model_path=str(path),
                                     experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()

@@ -74,10 +74,10 @@ def read_gtsdb(path: Path) -> dict[str, list[Annotation]]:
             continue
         cells = line.strip().split(";")
         try:
-            name, l, t, r, b, c = cells[0], *map(int, cells[1:6])
+            name, left, top, right, bottom, c = cells[0], *map(int, cells[1:6])
         except (ValueError, IndexError):
             raise RoiError(f"{path} line {i}: expected image;left;top;right;bottom;ClassId, got {line.strip()!r}") from None
-        out.setdefault(Path(name).stem, []).append(Annotation((l, t, r + 1, b + 1), c))
+        out.setdefault(Path(name).stem, []).append(Annotation((left, top, right + 1, bottom + 1), c))
     return out
 
 

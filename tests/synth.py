@@ -127,7 +127,7 @@ def write_pickle(root: Path, **kw) -> Path:
     """Pickled 32x32 layout: train.p / valid.p / test.p dicts with features, labels, sizes, coords."""
     root.mkdir(parents=True, exist_ok=True)
     parts: dict[str, dict[str, list]] = {s: {"features": [], "labels": [], "sizes": [], "coords": []} for s in ("train", "valid", "test")}
-    for cls, track, frame, img, roi in make_tracks(**kw):
+    for cls, track, _frame, img, roi in make_tracks(**kw):
         part = "test" if track == 0 else "valid" if track == 1 else "train"
         d = parts[part]
         d["features"].append(cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA))

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.metrics import classification_report
