@@ -140,9 +140,10 @@ def test_classify_rois_matches_classifying_the_crops(exported, name):
     assert [d.box for d in dets] == boxes[:4]
     crops = [preprocess(frame, b, clf.preprocess, order="bgr") for b in boxes[:4]]
     probs = clf.predict_proba(np.stack(crops))
-    assert [d.prediction.class_id for d in dets] == probs.argmax(1).tolist()
+    assert [d.prediction.top_k[0][0] for d in dets] == probs.argmax(1).tolist()
     for d in dets:
         assert 0 <= d.prediction.score <= 1.0001 and len(d.prediction.top_k) == 3
+        assert d.prediction.known == (d.prediction.score >= clf.threshold)  # below the build's threshold: unknown
     with pytest.raises(RoiError, match="no area inside the 300x200 frame"):
         clf.classify_rois(frame, boxes, on_invalid="raise")
     assert clf.classify_rois(frame, []) == []
