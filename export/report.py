@@ -78,6 +78,6 @@ def to_markdown(run_dir: Path, builds: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {e['build']} | {e['size_kb']:.1f} | {v.get('accuracy', float('nan')):.4f} | {v.get('drop_pp', float('nan')):.2f} "
             f"| {v.get('agreement', float('nan')):.2f} | {v.get('max_prob_delta', float('nan')):.1e} | {int_only} "
-            f"| {e.get('calibration_seconds') or 0:.1f} | {', '.join(f'{k}×{n}' for k, n in a['ops'].items())} |")
+            f"| {'-' if e.get('calibration_seconds') is None else format(e['calibration_seconds'], '.1f')} | {', '.join(f'{k}×{n}' for k, n in a['ops'].items())} |")
     lines += ["", "Accuracy is on the model's track-held-out validation split, through `runtime/` (not TensorFlow)."]
     return "\n".join(lines) + "\n"
