@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import propose
@@ -153,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     frames, gt = load_frames(args.data)
+    trained_on = set(read_metadata(args.build).get("background_frames") or [])
+    if trained_on:
+        frames = [(stem, f) for stem, f in frames if stem not in trained_on]
+        print(f"leaving out {len(trained_on)} frames whose regions trained the build's background class; "
+              f"scoring {len(frames)}", file=sys.stderr)
+        if not frames:
+            raise ConfigError(f"every frame of {args.data} trained this build's background class; score it on other frames")
     scores = []
     for threads in args.threads:
         clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
@@ -161,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps([{**asdict(s), "fps": s.fps} for s in scores], indent=2))
     else:
-        print(f"{args.build} on {len(frames)} frames of {args.data} ({sum(map(len, gt.values()))} signs), "
+        print(f"{args.build} on {len(frames)} frames of {args.data} ({sum(len(gt.get(s, [])) for s, _ in frames)} signs), "
               f"threshold {clf.threshold:.3f}")
         print(format_scores(scores))
     return 0

@@ -70,11 +70,9 @@ def _from_npz(path: Path, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]
 
 
 def _dataset_splits(meta: dict[str, Any], data: Path, spec: PreprocessSpec, same_as_training: bool) -> tuple[Split, Split]:
-    from train.training import TrainConfig, split_train_val
+    from train.training import config_from_metadata, split_train_val
 
-    info = meta["dataset"]["split"]
-    cfg = TrainConfig(data=data, out=Path("."), fmt=meta["dataset"]["format"] if same_as_training else "auto",
-                      val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0), margin=spec.margin)
+    cfg = config_from_metadata(meta, data, same_data=same_as_training)
     train_set, val_set, _ = split_train_val(data, cfg, spec.size)
     if train_set.num_classes != meta["num_classes"]:
         raise ConfigError(f"--calib-data {data} has {train_set.num_classes} classes but the model has {meta['num_classes']}; "

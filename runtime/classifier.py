@@ -63,6 +63,8 @@ class Classifier:
         self.preprocess = PreprocessSpec.from_dict(meta["preprocess"])
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.threshold = float(meta.get("threshold") or 0.0) if threshold is None else float(threshold)
+        # A model trained with a "not a sign" class answers it for background regions: report those as unknown.
+        self.background_class: int | None = meta.get("background_class")
         self.top_k = max(1, min(top_k, len(self.class_names)))
         self.backend_threads = threads
         self.backend = open_backend(self.path, spec.backend, threads)
@@ -106,7 +108,7 @@ class Classifier:
         for row, idx in zip(probs, order):
             top = tuple((int(i), self.class_names[i], float(row[i])) for i in idx)
             best, label, score = top[0]
-            if score < self.threshold:
+            if score < self.threshold or best == self.background_class:
                 best, label = UNKNOWN, "unknown"
             out.append(Prediction(best, label, score, top))
         return out

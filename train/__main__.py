@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--backend", default="tensorflow", choices=BACKENDS, help="Keras 3 backend")
+    p.add_argument("--background", type=Path, default=None,
+                   help="folder of not-a-sign crops (python -m train.negatives) to learn as one extra class")
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
                       patience=args.patience, fmt=args.fmt, resume=args.resume, backend=args.backend,
                       device=args.device, augment=not args.no_augment, use_cache=not args.no_cache,
-                      progress=not args.quiet)
+                      progress=not args.quiet, background=args.background)
     result = train(cfg)
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from runtime.preprocess import PreprocessSpec, to_model_input
 from train.data import Split, load_dataset
 from train.data.formats import FORMATS
 from train.runs import load_keras_model
-from train.training import TrainConfig, split_train_val
+from train.training import config_from_metadata, split_train_val
 
 
 def read_run(model_dir: Path) -> dict[str, Any]:
@@ -36,9 +37,9 @@ def evaluation_split(meta: dict[str, Any], data: Path, split: str, fmt: str = "a
     spec = PreprocessSpec.from_dict(meta["preprocess"])
     if split == "test":
         return load_dataset(data, fmt, subset="test", size=spec.size, margin=spec.margin)
-    info = meta["dataset"]["split"]
-    cfg = TrainConfig(data=data, out=Path("."), fmt=fmt if fmt != "auto" else meta["dataset"]["format"],
-                      val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0), margin=spec.margin)
+    cfg = config_from_metadata(meta, data, same_data=fmt == "auto")
+    if fmt != "auto":
+        cfg = replace(cfg, fmt=fmt)
     train_set, val_set, _ = split_train_val(data, cfg, spec.size)
     if train_set.fingerprint != meta["dataset"]["fingerprint"]:
         print(f"warning: {data} is not the data this model was trained on; its 'val' split may overlap training",
@@ -50,20 +51,23 @@ def evaluate(model_dir: Path, data: Path, split: str = "val", fmt: str = "auto",
     """Score ``model_dir`` on ``split`` of ``data``; write report.json and confusion.png under ``out``."""
     meta = read_run(model_dir)
     spec = PreprocessSpec.from_dict(meta["preprocess"])
-    out = ensure_writable_dir(out or model_dir / f"eval-{split}")
     ds = evaluation_split(meta, data, split, fmt)
-    if ds.num_classes != meta["num_classes"]:
+    # A test set has no "not a sign" images: a model with a background class has one class more.
+    extra = 1 if meta.get("background") and ds.num_classes == meta["num_classes"] - 1 else 0
+    if ds.num_classes + extra != meta["num_classes"]:
         raise ConfigError(f"{data} has {ds.num_classes} classes but the model has {meta['num_classes']}; pass the dataset it was trained on")
+    names = tuple(meta["class_names"])
+    out = ensure_writable_dir(out or model_dir / f"eval-{split}")
 
     model = load_keras_model(model_dir / "model.keras")
     probs = model.predict(to_model_input(ds.images, spec), batch_size=256, verbose=0)
-    report = classification_report(ds.labels, probs.argmax(1), ds.num_classes)
+    report = classification_report(ds.labels, probs.argmax(1), len(names))
     result = {"model": str(model_dir), "data": str(data), "split": split, "images": len(ds),
-              **report.to_dict(ds.class_names), "worst_classes": report.worst(5)}
+              **report.to_dict(names), "worst_classes": report.worst(5)}
     write_text_atomic(out / "report.json", json.dumps(result, indent=2))
     from train.plots import plot_confusion
 
-    plot_confusion(report.confusion, ds.class_names, out / "confusion.png",
+    plot_confusion(report.confusion, names, out / "confusion.png",
                    f"{split}: accuracy {report.accuracy:.4f} on {len(ds)} images")
     result["confusion_png"] = str(out / "confusion.png")
     return result

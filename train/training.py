@@ -42,6 +42,7 @@ class TrainConfig:
     augment: bool = True
     use_cache: bool = True
     progress: bool = True
+    background: Path | None = None  # folder of "not a sign" crops (python -m train.negatives): one extra class
 
 
 @dataclass
@@ -55,8 +56,32 @@ class TrainResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_data: bool = True) -> TrainConfig:
+    """The settings that rebuild a run's train/validation split (for evaluation and export)."""
+    info = meta["dataset"]["split"]
+    bg = meta.get("background")
+    return TrainConfig(data=Path(data or meta["dataset"]["path"]), out=Path("."),
+                       fmt=meta["dataset"]["format"] if same_data else "auto",
+                       val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
+                       margin=meta["preprocess"]["margin"], background=Path(bg["path"]) if bg else None, progress=False)
+
+
 def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
-    """Training and validation sets: the source's own val subset, else held-out tracks, else random."""
+    """Training and validation sets: the source's own val subset, else held-out tracks, else random.
+
+    With ``cfg.background``, its crops join as one more class, split by the frame they came from.
+    """
+    train_set, val_set, info = _split_source(path, cfg, size)
+    if cfg.background is None:
+        return train_set, val_set, info
+    from train.data.background import load_background, with_background
+
+    bg, _ = load_background(cfg.background, size)
+    tr, va = track_split(bg.labels, bg.tracks, cfg.val_fraction, cfg.seed)
+    return with_background(train_set, bg.take(tr)), with_background(val_set, bg.take(va)), info
+
+
+def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
     fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
     full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
     if FORMATS[fmt].has_val(path):
@@ -155,6 +180,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "dataset": {"path": str(Path(cfg.data).resolve()), "format": fmt,
                     "fingerprint": train_set.fingerprint, "train_images": len(train_set), "val_images": len(val_set),
                     "split": split_info},
+        "background": _background_info(cfg.background, train_set),
         "val_accuracy": val_acc,
         "best_epoch": state["best_epoch"],
         "epochs_run": epochs_run,
@@ -174,6 +200,15 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     plot_history(state["history"], out / "training_curves.png")
     return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"], metadata)
+
+
+def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | None:
+    if folder is None:
+        return None
+    manifest_file = Path(folder) / "negatives.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    return {"path": str(Path(folder).resolve()), "class_id": train_set.num_classes - 1,
+            "frames": manifest.get("frames", []), "frames_source": manifest.get("source")}
 
 
 def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int) -> Any:

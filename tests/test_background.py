@@ -1,0 +1,83 @@
+"""The "not a sign" class: mined from frames away from signs, learned as one extra class, reported as unknown."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import gtsdb
+from export import tflite as export_tflite
+from runtime.builds import BUILDS, build_file
+from runtime.classifier import Classifier
+from runtime.roi import iou_matrix, read_gtsdb
+from tests import synth
+from tests.conftest import LOOSE_GATE
+from train import negatives
+from train.__main__ import main as train_main
+from train.evaluate import main as eval_main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    return synth.write_gtsdb(tmp_path_factory.mktemp("frames"), frames=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def mined(frames, tmp_path_factory):
+    out = tmp_path_factory.mktemp("neg") / "negatives"
+    assert negatives.main(["--frames", str(frames), "--out", str(out), "--subset", "even", "--per-frame", "30", "--quiet"]) == 0
+    return out
+
+
+def test_negatives_avoid_signs_and_record_their_frames(frames, mined):
+    manifest = json.loads((mined / "negatives.json").read_text())
+    assert manifest["frames"] == ["00000", "00002"] and manifest["count"] == len(list(mined.glob("*.png"))) > 20
+    assert {p.name.split("_")[0] for p in mined.glob("*.png")} == {"00000", "00002"}
+    gt = read_gtsdb(frames / "gt.txt")
+    for crop in manifest["crops"]:
+        signs = [a.box for a in gt[crop["frame"]]]
+        assert iou_matrix([crop["box"]], signs).max() < 0.1, crop
+
+
+def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["--data", str(kaggle_dir), "--background", str(mined), "--epochs", "3", "--img-size", "16",
+                       "--batch-size", "8", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["num_classes"] == 5 and meta["class_names"][-1] == "not a sign"
+    assert meta["background"]["class_id"] == 4 and meta["background"]["frames"] == ["00000", "00002"]
+    # evaluate rebuilds the same split, background included; the test set has no background images
+    assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "val", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] == pytest.approx(meta["val_accuracy"], abs=1e-6) and report["per_class"][4]["support"] > 0
+    assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "test"]) == 0
+    capsys.readouterr()
+
+    assert export_tflite.main(["--int8", "--model", str(run), "--calib-samples", "150", *LOOSE_GATE]) == 0
+    capsys.readouterr()
+    build = build_file(run, BUILDS["tflite-int8"])
+    clf = Classifier.from_build(build, threshold=0.0)
+    assert clf.background_class == 4
+    probs = clf.predict_proba(np.zeros((1, 16, 16, 3), np.float32))
+    forced = np.zeros_like(probs)
+    forced[0, 4] = 1.0
+    pred = clf.predictions(forced)[0]
+    assert pred.class_id == -1 and pred.top_k[0][1] == "not a sign"  # background is reported as unknown
+
+    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--threads", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "leaving out 2 frames" in captured.err
+    assert all(s["frames"] == 2 for s in json.loads(captured.out))
+
+
+def test_background_folder_without_crops(kaggle_dir, tmp_path, capsys):
+    empty = tmp_path / "neg"
+    empty.mkdir()
+    assert train_main(["--data", str(kaggle_dir), "--background", str(empty), "--out", str(tmp_path / "r")]) == 1
+    assert "holds no crops" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

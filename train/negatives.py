@@ -1,0 +1,105 @@
+"""Mine "not a sign" crops from road frames, for a background class the classifier can answer with.
+
+    python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even
+    python -m train --data ../shared/data/gtsrb --background data/negatives
+
+Crops come from the built-in proposals (the hard negatives the runtime will meet) and from random
+boxes of sign size, all with IoU < 0.1 to every annotated sign. Each crop is the box plus the
+classifier's margin, as the runtime would cut it. ``negatives.json`` records the frames used, so
+``bench.gtsdb`` can leave them out of its scores: a frame that trained the model cannot test it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from runtime.atomic import ensure_writable_dir, write_text_atomic
+from runtime.errors import ConfigError, cli_errors
+from runtime.preprocess import expand_box
+from runtime.proposals import propose
+from runtime.roi import iou_matrix, read_gtsdb
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+
+
+def select_frames(stems: list[str], subset: str) -> list[str]:
+    """"even"/"odd" by the frame number in the name, or "all"."""
+    if subset == "all":
+        return stems
+    parity = 0 if subset == "even" else 1
+    return [s for s in stems if s.isdigit() and int(s) % 2 == parity]
+
+
+def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
+         seed: int = 0, progress: bool = True) -> dict:
+    """Write negative crops of the chosen frames to ``out``; return the manifest."""
+    gt_file = frames_dir / "gt.txt"
+    if not gt_file.is_file():
+        raise ConfigError(f"{frames_dir} has no gt.txt; pass --frames a GTSDB-layout folder (frames + gt.txt)")
+    gt = read_gtsdb(gt_file)
+    files = {p.stem: p for p in sorted(frames_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    stems = select_frames(sorted(files), subset)
+    if not stems:
+        raise ConfigError(f"{frames_dir}: no frames for --subset {subset}")
+    out = ensure_writable_dir(out)
+    rng = np.random.default_rng(seed)
+    crops: list[dict] = []
+    for stem in tqdm(stems, desc="mining negatives", unit="frame", disable=not progress, file=sys.stderr):
+        frame = cv2.imread(str(files[stem]), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise ConfigError(f"{files[stem]} is not a readable image; remove or re-encode it")
+        h, w = frame.shape[:2]
+        signs = [a.box for a in gt.get(stem, [])]
+        candidates = [p.box for p in propose(frame)]
+        sides = rng.integers(16, 128, per_frame)
+        candidates += [(int(x), int(y), int(x + s), int(y + s))
+                       for s, x, y in zip(sides, rng.integers(0, w - 128, per_frame), rng.integers(0, h - 128, per_frame))]
+        if signs:
+            far = iou_matrix(candidates, signs).max(axis=1) < 0.1
+            candidates = [c for c, ok in zip(candidates, far) if ok]
+        for k, box in enumerate(candidates[:per_frame]):
+            x1, y1, x2, y2 = expand_box(box, margin, w, h)
+            name = f"{stem}_{k:03d}.png"
+            cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
+            crops.append({"file": name, "frame": stem, "box": list(box)})
+    manifest = {"source": str(frames_dir.resolve()), "subset": subset, "frames": stems, "count": len(crops), "crops": crops,
+                "margin": margin, "note": "frames listed here trained the background class: do not score on them"}
+    write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.negatives", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Mine not-a-sign crops from annotated road frames for a background class.",
+        epilog="examples:\n  python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even\n"
+               "  python -m train --data ../shared/data/gtsrb --background data/negatives",
+    )
+    p.add_argument("--frames", type=Path, required=True, help="GTSDB-layout folder: frames + gt.txt")
+    p.add_argument("--out", type=Path, default=Path("data/negatives"), help="folder for the crops")
+    p.add_argument("--subset", default="even", choices=("even", "odd", "all"),
+                   help="which frames to mine (keep the others to evaluate on)")
+    p.add_argument("--per-frame", type=int, default=60, help="crops per frame at most")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+@cli_errors("python -m train.negatives")
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet)
+    print(f"{m['count']} negative crops from {len(m['frames'])} frames -> {args.out} (train with --background {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
