@@ -27,10 +27,7 @@ from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import propose
-from runtime.roi import Annotation, Box, iou_matrix, read_gtsdb
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
-
+from runtime.roi import Annotation, Box, frame_files, iou_matrix
 
 @dataclass
 class PipelineScore:
@@ -52,13 +49,7 @@ class PipelineScore:
 
 
 def load_frames(folder: Path) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
-    gt_file = folder / "gt.txt"
-    if not gt_file.is_file():
-        raise ConfigError(f"{folder} has no gt.txt; pass --data a GTSDB-layout folder (frames + gt.txt)")
-    gt = read_gtsdb(gt_file)
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    if not files:
-        raise ConfigError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+    files, gt = frame_files(folder)
     frames = []
     for stem, path in files.items():
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -81,6 +81,21 @@ def read_gtsdb(path: Path) -> dict[str, list[Annotation]]:
     return out
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+
+
+def frame_files(folder: Path) -> tuple[dict[str, Path], dict[str, list[Annotation]]]:
+    """A GTSDB-layout folder: its frames by stem, and the signs of ``gt.txt`` by stem."""
+    folder = Path(folder)
+    gt_file = folder / "gt.txt"
+    if not gt_file.is_file():
+        raise RoiError(f"{folder} has no gt.txt; pass a GTSDB-layout folder (frames + gt.txt)")
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise RoiError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+    return files, read_gtsdb(gt_file)
+
+
 def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
     """Pairwise intersection-over-union, shape (len(a), len(b))."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

@@ -55,7 +55,7 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
 def test_bench_gtsdb_bad_folder(tmp_path, capsys):
     (tmp_path / "model_int8.tflite").write_bytes(b"x")
     assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--data", str(tmp_path)]) == 1
-    assert "has no gt.txt" in capsys.readouterr().err
+    assert "has no gt.txt" in capsys.readouterr().err  # a RoiError, reported in one line
 
 
 def test_match_needs_the_right_class():

@@ -25,10 +25,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import propose
-from runtime.roi import iou_matrix, read_gtsdb
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
-
+from runtime.roi import frame_files, iou_matrix
 
 def select_frames(stems: list[str], subset: str) -> list[str]:
     """"even"/"odd" by the frame number in the name, or "all"."""
@@ -41,11 +38,7 @@ def select_frames(stems: list[str], subset: str) -> list[str]:
 def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
          seed: int = 0, progress: bool = True) -> dict:
     """Write negative crops of the chosen frames to ``out``; return the manifest."""
-    gt_file = frames_dir / "gt.txt"
-    if not gt_file.is_file():
-        raise ConfigError(f"{frames_dir} has no gt.txt; pass --frames a GTSDB-layout folder (frames + gt.txt)")
-    gt = read_gtsdb(gt_file)
-    files = {p.stem: p for p in sorted(frames_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    files, gt = frame_files(frames_dir)
     stems = select_frames(sorted(files), subset)
     if not stems:
         raise ConfigError(f"{frames_dir}: no frames for --subset {subset}")

@@ -9,12 +9,12 @@ import numpy as np
 
 from runtime.errors import DatasetFormatError
 from runtime.preprocess import PreprocessSpec, crop_and_resize
+from runtime.roi import IMAGE_SUFFIXES
 from train.data.dataset import Split
 from train.data.formats import decode_image
 from train.data.tree import digest
 
 BACKGROUND_NAME = "not a sign"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".webp", ".bmp")
 
 
 def load_background(folder: Path, size: int) -> tuple[Split, dict]:
