@@ -140,3 +140,10 @@ def test_same_command_trains_under_the_torch_backend(kaggle_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["backend"] == "torch" and meta["epochs_run"] == 1
+
+
+def test_cli_architecture_choices_match_the_model_registry():
+    from train.__main__ import ARCH_NAMES
+    from train.models import ARCHS
+
+    assert tuple(ARCHS) == ARCH_NAMES
