@@ -106,7 +106,7 @@ def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: di
     precision = tp / n_det if n_det else 0.0
     recall = tp / n_gt if n_gt else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return PipelineScore(proposals, clf.backend_threads, len(frames), n_gt, n_props / max(len(frames), 1),
+    return PipelineScore(proposals, clf.threads, len(frames), n_gt, n_props / max(len(frames), 1),
                          covered / n_gt if n_gt else 0.0, precision, recall, f1,
                          top1_right / n_gt if proposals == "gt" and n_gt else None,
                          {k: float(np.median(v)) for k, v in stages.items()})

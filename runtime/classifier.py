@@ -66,7 +66,7 @@ class Classifier:
         # A model trained with a "not a sign" class answers it for background regions: report those as unknown.
         self.background_class: int | None = meta.get("background_class")
         self.top_k = max(1, min(top_k, len(self.class_names)))
-        self.backend_threads = threads
+        self.threads = threads
         self.backend = open_backend(self.path, spec.backend, threads)
         self._check_tensors()
 
