@@ -27,7 +27,7 @@ from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import propose
-from runtime.roi import Annotation, Box, frame_files, iou_matrix
+from runtime.roi import Annotation, Box, frame_files, iou_matrix, select_frames
 
 @dataclass
 class PipelineScore:
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposals", nargs="+", choices=("builtin", "gt"), default=["builtin", "gt"],
                    help="where ROIs come from: the built-in colour proposals, or the ground-truth boxes")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="inference threads to measure")
+    p.add_argument("--frames", dest="subset", default="all", choices=("all", "even", "odd"),
+                   help="score only these frames (by number), e.g. to compare builds on the same held-out frames")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     frames, gt = load_frames(args.data)
+    keep = set(select_frames([stem for stem, _ in frames], args.subset))
+    frames = [(stem, f) for stem, f in frames if stem in keep]
     trained_on = set(read_metadata(args.build).get("background_frames") or [])
     if trained_on:
         frames = [(stem, f) for stem, f in frames if stem not in trained_on]

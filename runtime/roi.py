@@ -96,6 +96,14 @@ def frame_files(folder: Path) -> tuple[dict[str, Path], dict[str, list[Annotatio
     return files, read_gtsdb(gt_file)
 
 
+def select_frames(stems: list[str], subset: str) -> list[str]:
+    """Frames by the number in their name: "even", "odd", or "all"."""
+    if subset == "all":
+        return list(stems)
+    parity = 0 if subset == "even" else 1
+    return [s for s in stems if s.isdigit() and int(s) % 2 == parity]
+
+
 def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
     """Pairwise intersection-over-union, shape (len(a), len(b))."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

@@ -25,15 +25,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import propose
-from runtime.roi import frame_files, iou_matrix
-
-def select_frames(stems: list[str], subset: str) -> list[str]:
-    """"even"/"odd" by the frame number in the name, or "all"."""
-    if subset == "all":
-        return stems
-    parity = 0 if subset == "even" else 1
-    return [s for s in stems if s.isdigit() and int(s) % 2 == parity]
-
+from runtime.roi import frame_files, iou_matrix, select_frames
 
 def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
          seed: int = 0, progress: bool = True) -> dict:
