@@ -98,16 +98,17 @@ def load_inputs(model_dir: Path, *, calib_data: Path | None = None, calib_sample
         raise ConfigError(f"--calib-data {calib_data} not found; pass a dataset folder or an .npz of crops and labels")
     if calib_data is None and not train_data.exists():
         raise ConfigError(f"the training data {train_data} is gone; pass --calib-data a copy of it")
-    verify_set = _dataset_splits(meta, train_data, spec, True)[1] if train_data.exists() else None
+    own = _dataset_splits(meta, train_data, spec, True) if train_data.exists() else None
+    verify_set = own[1] if own else None
     if calib_data is not None and Path(calib_data).suffix == ".npz":
         images, labels = _from_npz(Path(calib_data), spec)
         if labels.size and (labels.max() >= num_classes or labels.min() < 0):
             raise ConfigError(f"--calib-data {calib_data} has labels outside 0..{num_classes - 1}; it is not this model's data")
     else:
-        source = Path(calib_data) if calib_data is not None else train_data
-        cal_train, cal_val = _dataset_splits(meta, source, spec, calib_data is None)
+        cal_train, cal_val = own if calib_data is None else _dataset_splits(meta, Path(calib_data), spec, False)
         images, labels = cal_train.images, cal_train.labels
-        verify_set = verify_set or cal_val
+        if verify_set is None:
+            verify_set = cal_val
     if verify_set is None:
         raise ConfigError(f"no validation data to verify against: {train_data} is gone; pass --calib-data a dataset folder")
     calib_images = images[balanced_sample(labels, calib_samples, seed)]

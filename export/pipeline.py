@@ -16,7 +16,7 @@ from export.inputs import ExportInputs
 from export.report import analyse_onnx, analyse_tflite
 from export.threshold import DEFAULT_MAX_REJECT, pick_threshold
 from export.verify import Gate, Verification, predict_all, verify_build
-from runtime.atomic import ensure_writable_dir, publish
+from runtime.atomic import atomic_path, ensure_writable_dir, publish
 from runtime.backends import open_backend
 from runtime.builds import BUILDS, METADATA_FORMAT, BuildSpec, build_file, sidecar_of
 from runtime.classifier import Classifier
@@ -100,12 +100,14 @@ def _convert(inputs: ExportInputs, spec: BuildSpec, tmp: Path, io_dtype: str) ->
     return None
 
 
-def _embed_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+def embed_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Put ``meta`` into the ONNX file's metadata_props, replacing the file atomically."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {"signkit": json.dumps(meta)})
-    onnx.save(model, str(path))
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def export_build(inputs: ExportInputs, name: str, out: Path | None = None, *, verify: bool = True,
@@ -131,7 +133,7 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None, *, ve
         meta = build_metadata(inputs, spec, _io(backend))
         analysis = analyse_tflite(tmp) if spec.backend == "tflite" else analyse_onnx(tmp)
         if spec.backend == "onnx":
-            _embed_onnx_metadata(tmp, meta)
+            embed_onnx_metadata(tmp, meta)
         side.write_text(json.dumps(meta, indent=2))
         verification = None
         if verify:

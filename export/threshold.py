@@ -73,9 +73,9 @@ def set_threshold(build: Path, value: float) -> None:
     meta = read_metadata(build)
     meta["threshold"] = value
     if build.suffix == ".onnx":
-        from export.pipeline import _embed_onnx_metadata
+        from export.pipeline import embed_onnx_metadata
 
-        _embed_onnx_metadata(build, {k: v for k, v in meta.items() if k != "verification"})
+        embed_onnx_metadata(build, {k: v for k, v in meta.items() if k != "verification"})
     write_text_atomic(sidecar_of(build), json.dumps(meta, indent=2))
 
 
