@@ -26,8 +26,8 @@ import numpy as np
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.errors import ConfigError, cli_errors
-from runtime.proposals import propose
-from runtime.roi import Annotation, Box, frame_files, iou_matrix, select_frames
+from runtime.proposals import default_ranker, propose
+from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, select_frames
 
 @dataclass
 class PipelineScore:
@@ -46,6 +46,21 @@ class PipelineScore:
     @property
     def fps(self) -> float:
         return 1000.0 / max(self.ms.get("total", 0.0), 1e-9)
+
+
+def frames_that_trained(meta: dict, folder: Path, builtin_proposals: bool) -> set[str]:
+    """Frames of ``folder`` that trained the build's background class or the proposal ranker.
+
+    Frame sets are told apart by the SHA-256 of their gt.txt; a build that predates it is matched by
+    frame name alone (the careful side: it may leave out frames it need not)."""
+    here = annotations_fingerprint(folder)
+    trained: set[str] = set()
+    if meta.get("background_frames_gt_sha256") in (None, here):
+        trained |= set(meta.get("background_frames") or [])
+    ranker = default_ranker()
+    if builtin_proposals and ranker.fitted_gt_sha256 == here:
+        trained |= set(ranker.fitted_on)
+    return trained
 
 
 def load_frames(folder: Path) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
@@ -149,13 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames, gt = load_frames(args.data)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
-    trained_on = set(read_metadata(args.build).get("background_frames") or [])
-    if trained_on:
+    trained_on = frames_that_trained(read_metadata(args.build), args.data, "builtin" in args.proposals)
+    if trained_on & keep:
         frames = [(stem, f) for stem, f in frames if stem not in trained_on]
-        print(f"leaving out {len(trained_on)} frames whose regions trained the build's background class; "
-              f"scoring {len(frames)}", file=sys.stderr)
+        print(f"leaving out {len(trained_on & keep)} frames that trained the build's background class or the proposal "
+              f"ranker; scoring {len(frames)}", file=sys.stderr)
         if not frames:
-            raise ConfigError(f"every frame of {args.data} trained this build's background class; score it on other frames")
+            raise ConfigError(f"every chosen frame of {args.data} trained the build's background class or the proposal "
+                              "ranker; score other frames (--frames odd) or refit (python -m train.proposals)")
     scores = []
     for threads in args.threads:
         clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)

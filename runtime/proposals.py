@@ -1,52 +1,123 @@
-"""Find candidate signs in a full frame with OpenCV only: colour maps, multi-level contours, shape filters, NMS.
+"""Find candidate signs in a full frame with OpenCV only: colour maps, connected components, a ranking, NMS.
 
 German signs are red (prohibitions, warnings), blue (mandatory) or yellow (priority road). On a
 half-size frame we compute chromaticity maps that do not depend on brightness (redness
 ``min(R-G, R-B)/(R+G+B)``, blueness ``(B-R)/(R+G+B)``, yellowness ``min(R-B, G-B)/(R+G+B)``)
 and threshold each at a few levels (a cheap MSER: touching signs separate at the higher levels,
-faded ones appear at the lower). Two kinds of contour are candidates:
+faded ones appear at the lower). Each thresholded map is read two ways, as a *cue*:
 
-* outer contours of coloured blobs (discs, rings, triangles, the yellow diamond);
-* holes inside them: the white interior of a red ring or triangle, which is what remains of a
-  sign when red foliage around it floods the colour map.
+* ``solid``: connected blobs of colour (a blue disc, the yellow square of "priority road");
+* ``hole``: regions without the colour that the colour encloses (the white face inside a red
+  ring or triangle), which is what remains of a sign when red foliage floods the colour map.
 
-Signs are convex shapes, so contours with low solidity (area / convex-hull area) or extent
-(area / box area) are dropped, and NMS merges what the levels found twice. The classifier, with
-its unknown threshold, decides what is a sign. Measured on the 60 GTSDB frames (bench.gtsdb):
-see the README; this stage finds about 7 of 10 signs, which is not yet enough.
+A cue knows how much bigger the sign is than what it sees (``grow``: a red ring's face is about
+0.65 of the sign, the yellow square about half of the diamond). ``cv2.connectedComponentsWithStats``
+gives every blob and hole with its box and pixel count; size, aspect and fill ratio (signs are
+convex: a disc fills 0.79 of its box, a triangle 0.5) filter them, all vectorised.
+
+A frame still yields a few hundred candidates, most of them leaves and windows. Each gets a few
+numbers read from integral images in O(1) (fill, squareness, size, brightness and saturation of
+its face, how much of the cue's colour is inside the sign's box and around it) and a logistic
+score per cue (:class:`Ranker`, fitted by ``python -m train.proposals``). NMS by that score, then
+the best ``max_proposals`` go to the classifier, whose background class and unknown threshold
+decide what is a sign. Measured on GTSDB frames: ``python -m bench.gtsdb``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from runtime.errors import ConfigError
 from runtime.roi import Box, nms
+
+
+@dataclass(frozen=True)
+class Cue:
+    colour: str  # "red" | "blue" | "yellow"
+    kind: str  # "solid" (blobs of the colour) | "hole" (what the colour encloses)
+    levels: tuple[int, ...]  # thresholds on the 0..255 colour map
+    grow: float  # sign side / side of what the cue finds
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour}-{self.kind}"
+
+
+DEFAULT_CUES = (
+    Cue("red", "hole", (20, 40, 70, 110), 1.55),  # face of a red ring or triangle
+    Cue("blue", "solid", (30, 55, 90), 1.2),  # blue disc (its white symbol is a hole in it)
+    Cue("blue", "hole", (55,), 2.0),  # the white arrow of a blue sign merged with a blue board
+    Cue("yellow", "solid", (55, 110), 2.0),  # yellow square of "priority road"
+    Cue("yellow", "hole", (30,), 1.35),  # a sign's face against sunlit (yellowish) leaves
+)
+
+FEATURES = ("bias", "fill", "squareness", "log_size", "level", "face_v", "face_s", "face_contrast",
+            "colour_in", "colour_out")
+RANKER_FILE = Path(__file__).with_name("proposal_ranker.json")
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """Per-cue logistic weights over :data:`FEATURES`; a cue without weights ranks by fill ratio."""
+
+    weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    fitted_on: tuple[str, ...] = ()  # frames the weights were fitted on: do not score them
+    fitted_gt_sha256: str | None = None  # which frame set (runtime.roi.annotations_fingerprint)
+
+    @classmethod
+    def load(cls, path: Path = RANKER_FILE) -> Ranker:
+        try:
+            data = json.loads(Path(path).read_text())
+            weights = {k: tuple(float(x) for x in v) for k, v in data["weights"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path} is not a proposal ranker ({err}); refit it with python -m train.proposals") from None
+        if data.get("features") != list(FEATURES) or any(len(v) != len(FEATURES) for v in weights.values()):
+            raise ConfigError(f"{path} was fitted on other features; refit it with python -m train.proposals")
+        return cls(weights, tuple(data.get("fitted_on", ())), data.get("gt_sha256"))
+
+    def score(self, cue: Cue, feats: np.ndarray) -> np.ndarray:
+        w = self.weights.get(cue.name)
+        if w is None:
+            return feats[:, FEATURES.index("fill")]
+        return 1.0 / (1.0 + np.exp(-(feats @ np.asarray(w))))
+
+
+def default_ranker() -> Ranker:
+    return Ranker.load() if RANKER_FILE.exists() else Ranker()
 
 
 @dataclass(frozen=True)
 class ProposalConfig:
     scale: float = 0.5  # work on a downscaled frame
-    levels: tuple[int, ...] = (40, 70, 110)  # thresholds on the 0..255 colour maps
     gain: float = 4.0  # colour map = clip(chromaticity * gain * 255)
+    cues: tuple[Cue, ...] = DEFAULT_CUES
     min_size: int = 16  # sign side in full-frame pixels
     max_size: int = 250
     max_aspect: float = 1.6  # width/height (and its inverse)
-    min_solidity: float = 0.8  # contour area / convex hull area: signs are convex
-    min_extent: float = 0.45  # contour area / box area (a triangle is 0.5)
-    yellow_grow: float = 1.4  # the yellow square of "priority road" sits inside a white rim
-    hole_grow: float = 1.3  # a ring's or triangle's interior is this much smaller than the sign
-    nms_iou: float = 0.6
-    max_proposals: int = 128
+    min_fill: float = 0.45  # pixels / box area (disc 0.79, triangle 0.5, diamond 0.5)
+    nms_iou: float = 0.5
+    max_proposals: int = 64
 
 
 @dataclass(frozen=True)
 class Proposal:
     box: Box
     colour: str
-    score: float  # solidity x extent of the contour: how sign-like the shape is
+    score: float  # the ranker's sign-likeness, 0..1
+
+
+@dataclass
+class Candidates:
+    """Every candidate of one frame before NMS: boxes (x1, y1, x2, y2 floats), features, cue index."""
+
+    boxes: np.ndarray
+    features: np.ndarray
+    cue: np.ndarray
 
 
 def colour_maps(small_bgr: np.ndarray, gain: float) -> dict[str, np.ndarray]:
@@ -57,34 +128,92 @@ def colour_maps(small_bgr: np.ndarray, gain: float) -> dict[str, np.ndarray]:
     return {name: np.clip(m, 0, 255).astype(np.uint8) for name, m in maps.items()}
 
 
-def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> list[Proposal]:
-    """Candidate sign boxes in full-frame coordinates, most sign-like first."""
+def _components(mask: np.ndarray, hole: bool, grow: float, cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x, y, w, h in mask pixels) and pixel counts of the components that could be a sign's cue."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4 if hole else 8)
+    x, y, w, h, area = stats[1:].T  # label 0 is the background of the mask
+    side = np.maximum(w, h) * grow / cfg.scale  # the sign's side in frame pixels
+    keep = (side >= cfg.min_size) & (side <= cfg.max_size) & (np.maximum(w, h) <= cfg.max_aspect * np.minimum(w, h))
+    keep &= area >= cfg.min_fill * w * h
+    if hole:  # a hole is enclosed: it cannot touch the frame's edge
+        mh, mw = mask.shape
+        keep &= (x > 0) & (y > 0) & (x + w < mw) & (y + h < mh)
+    return stats[1:][keep, :4].astype(np.float64), area[keep].astype(np.float64)
+
+
+def _box_mean(integral: np.ndarray, cx: np.ndarray, cy: np.ndarray, hw: np.ndarray, hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and pixel count of the image inside each box (centre, half sizes), clipped to the image."""
+    H, W = integral.shape[0] - 1, integral.shape[1] - 1
+    x1, x2 = (np.clip(np.round(v), 0, W).astype(int) for v in (cx - hw, cx + hw))
+    y1, y2 = (np.clip(np.round(v), 0, H).astype(int) for v in (cy - hh, cy + hh))
+    total = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+    return total.astype(np.float64), np.maximum((x2 - x1) * (y2 - y1), 1).astype(np.float64)
+
+
+def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> Candidates:
+    """All candidate boxes of a frame (full-frame coordinates) with their ranking features."""
     h, w = frame_bgr.shape[:2]
     small = cv2.resize(frame_bgr, (max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))), interpolation=cv2.INTER_AREA)
-    inv = 1.0 / cfg.scale
-    min_side = cfg.min_size * cfg.scale
-    found: list[Proposal] = []
-    for name, cmap in colour_maps(small, cfg.gain).items():
-        for level in cfg.levels:
-            _, mask = cv2.threshold(cmap, level, 255, cv2.THRESH_BINARY)
-            contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-            if hierarchy is None:
+    maps = colour_maps(small, cfg.gain)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    v_int, s_int = cv2.integral(hsv[..., 2]), cv2.integral(hsv[..., 1])
+    colour_int = {name: cv2.integral(maps[name]) for name in {c.colour for c in cfg.cues}}
+    masks: dict[tuple[str, int], np.ndarray] = {}
+    boxes, feats, cue_ids = [], [], []
+    for ci, cue in enumerate(cfg.cues):
+        for level in cue.levels:
+            key = (cue.colour, level)
+            if key not in masks:
+                masks[key] = cv2.threshold(maps[cue.colour], level, 255, cv2.THRESH_BINARY)[1]
+            mask = masks[key] if cue.kind == "solid" else cv2.bitwise_not(masks[key])
+            xywh, area = _components(mask, cue.kind == "hole", cue.grow, cfg)
+            if not len(area):
                 continue
-            for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
-                x, y, bw, bh = cv2.boundingRect(contour)
-                if max(bw, bh) < min_side or max(bw, bh) * inv > cfg.max_size or max(bw / bh, bh / bw) > cfg.max_aspect:
-                    continue
-                area = cv2.contourArea(contour)
-                extent = area / (bw * bh)
-                if extent < cfg.min_extent:
-                    continue
-                solidity = area / max(cv2.contourArea(cv2.convexHull(contour)), 1.0)
-                if solidity < cfg.min_solidity:
-                    continue
-                grow = cfg.hole_grow if parent >= 0 else cfg.yellow_grow if name == "yellow" else 1.0
-                cx, cy = (x + bw / 2) * inv, (y + bh / 2) * inv
-                hw, hh = bw * inv * grow / 2, bh * inv * grow / 2
-                box = (max(0, int(cx - hw)), max(0, int(cy - hh)), min(w, int(np.ceil(cx + hw))), min(h, int(np.ceil(cy + hh))))
-                found.append(Proposal(box, name, float(solidity * extent)))
-    keep = nms([p.box for p in found], [p.score for p in found], cfg.nms_iou)[: cfg.max_proposals]
-    return [found[i] for i in keep]
+            bw, bh = xywh[:, 2], xywh[:, 3]
+            cx, cy = xywh[:, 0] + bw / 2, xywh[:, 1] + bh / 2
+            sw, sh = bw * cue.grow / 2, bh * cue.grow / 2  # the sign's half sizes
+            face_v, n_face = _box_mean(v_int, cx, cy, bw * 0.3, bh * 0.3)
+            face_s, _ = _box_mean(s_int, cx, cy, bw * 0.3, bh * 0.3)
+            sign_v, n_sign = _box_mean(v_int, cx, cy, sw, sh)
+            col_in, _ = _box_mean(colour_int[cue.colour], cx, cy, sw, sh)
+            col_all, n_all = _box_mean(colour_int[cue.colour], cx, cy, sw * 1.5, sh * 1.5)
+            face_v, face_s, sign_v = face_v / n_face, face_s / n_face, sign_v / n_sign
+            col_out = (col_all - col_in) / np.maximum(n_all - n_sign, 1)
+            feats.append(np.stack([
+                np.ones_like(area), area / (bw * bh), np.minimum(bw, bh) / np.maximum(bw, bh),
+                np.log2(2 * np.maximum(sw, sh) / cfg.scale), np.full_like(area, level / 255.0),
+                face_v / 255.0, face_s / 255.0, (face_v - sign_v) / 255.0, col_in / n_sign / 255.0, col_out / 255.0,
+            ], axis=1))
+            boxes.append(np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1) / cfg.scale)
+            cue_ids.append(np.full(len(area), ci))
+    if not boxes:
+        return Candidates(np.zeros((0, 4)), np.zeros((0, len(FEATURES))), np.zeros(0, int))
+    xyxy = np.vstack(boxes)
+    xyxy[:, :2] = np.floor(np.maximum(xyxy[:, :2], 0))
+    xyxy[:, 2:] = np.ceil(np.minimum(xyxy[:, 2:], (w, h)))
+    return Candidates(xyxy, np.vstack(feats), np.concatenate(cue_ids))
+
+
+def rank(cands: Candidates, cfg: ProposalConfig, ranker: Ranker) -> np.ndarray:
+    score = np.zeros(len(cands.cue))
+    for ci, cue in enumerate(cfg.cues):
+        sel = cands.cue == ci
+        if sel.any():
+            score[sel] = ranker.score(cue, cands.features[sel])
+    return score
+
+
+_DEFAULT_RANKER: Ranker | None = None
+
+
+def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), ranker: Ranker | None = None) -> list[Proposal]:
+    """Candidate sign boxes in full-frame coordinates, most sign-like first."""
+    global _DEFAULT_RANKER
+    if ranker is None:
+        _DEFAULT_RANKER = ranker = _DEFAULT_RANKER or default_ranker()
+    cands = candidates(frame_bgr, cfg)
+    if not len(cands.cue):
+        return []
+    score = rank(cands, cfg, ranker)
+    keep = nms(cands.boxes, score.tolist(), cfg.nms_iou)[: cfg.max_proposals]
+    return [Proposal(tuple(int(v) for v in cands.boxes[i]), cfg.cues[cands.cue[i]].colour, float(score[i])) for i in keep]

@@ -5,6 +5,7 @@ Boxes are ``(x1, y1, x2, y2)`` pixel coordinates with ``x2``/``y2`` exclusive (s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -94,6 +95,11 @@ def frame_files(folder: Path) -> tuple[dict[str, Path], dict[str, list[Annotatio
     if not files:
         raise RoiError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
     return files, read_gtsdb(gt_file)
+
+
+def annotations_fingerprint(folder: Path) -> str:
+    """SHA-256 (16 hex digits) of a GTSDB-layout folder's gt.txt: names a frame set wherever it lives."""
+    return hashlib.sha256((Path(folder) / "gt.txt").read_bytes()).hexdigest()[:16]
 
 
 def select_frames(stems: list[str], subset: str) -> list[str]:

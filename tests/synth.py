@@ -40,7 +40,7 @@ def make_sign(cls: int, side: int, rng: np.random.Generator) -> tuple[np.ndarray
     else:  # priority road: a yellow diamond inside a white rim
         pts = np.array([[c[0], y1], [x2, c[1]], [c[0], y2], [x1, c[1]]], np.int32)
         cv2.fillPoly(img, [pts], (245, 245, 245))
-        cv2.fillPoly(img, [((pts - c) * 0.7 + c).astype(np.int32)], colour)
+        cv2.fillPoly(img, [((pts - c) * 0.55 + c).astype(np.int32)], colour)
     light = rng.uniform(0.6, 1.2)
     img = np.clip(img.astype(np.float32) * light + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
     return img, (x1, y1, x2, y2)

@@ -25,7 +25,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import propose
-from runtime.roi import frame_files, iou_matrix, select_frames
+from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, select_frames
 
 def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
          seed: int = 0, progress: bool = True) -> dict:
@@ -55,7 +55,7 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 
             name = f"{stem}_{k:03d}.png"
             cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
             crops.append({"file": name, "frame": stem, "box": list(box)})
-    manifest = {"source": str(frames_dir.resolve()), "subset": subset, "frames": stems, "count": len(crops), "crops": crops,
+    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": annotations_fingerprint(frames_dir), "subset": subset, "frames": stems, "count": len(crops), "crops": crops,
                 "margin": margin, "note": "frames listed here trained the background class: do not score on them"}
     write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
     return manifest

@@ -1,0 +1,89 @@
+"""The proposal stage: candidates and their features, the fitted ranker, and python -m train.proposals."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.gtsdb import frames_that_trained
+from runtime.errors import ConfigError
+from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, propose
+from runtime.roi import annotations_fingerprint, iou_matrix, read_gtsdb
+from tests import synth
+from train import proposals as fit_cmd
+
+
+@pytest.fixture(scope="module")
+def gtsdb_dir(tmp_path_factory):
+    return synth.write_gtsdb(tmp_path_factory.mktemp("gtsdb"), frames=4)
+
+
+def test_candidates_have_finite_features_and_boxes_inside_the_frame(gtsdb_dir):
+    frame = cv2.imread(str(gtsdb_dir / "00000.jpg"))
+    c = candidates(frame)
+    assert len(c.cue) > 0 and c.features.shape == (len(c.cue), len(FEATURES)) and c.boxes.shape == (len(c.cue), 4)
+    assert np.isfinite(c.features).all()
+    h, w = frame.shape[:2]
+    assert (c.boxes[:, 0] >= 0).all() and (c.boxes[:, 1] >= 0).all() and (c.boxes[:, 2] <= w).all() and (c.boxes[:, 3] <= h).all()
+    assert (c.boxes[:, 2] > c.boxes[:, 0]).all() and (c.boxes[:, 3] > c.boxes[:, 1]).all()
+
+
+def test_fit_logistic_separates_a_learnable_problem():
+    rng = np.random.default_rng(0)
+    x = np.hstack([np.ones((400, 1)), rng.normal(size=(400, 2))])
+    y = (x[:, 1] - 2 * x[:, 2] + rng.normal(0, 0.3, 400) > 0).astype(float)
+    w = fit_cmd.fit_logistic(x, y, l2=0.1)
+    assert w[1] > 0 > w[2] and abs(w[2]) > abs(w[1])
+    assert (((x @ w) > 0) == (y > 0)).mean() > 0.9
+
+
+def test_train_proposals_fits_writes_and_the_ranker_proposes(gtsdb_dir, tmp_path, capsys):
+    out = tmp_path / "ranker.json"
+    assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out frames: proposal recall" in text and str(out) in text
+    record = json.loads(out.read_text())
+    assert record["features"] == list(FEATURES) and record["fitted_on"] == ["00000", "00002"]
+    assert record["gt_sha256"] == annotations_fingerprint(gtsdb_dir) and record["positives"] > 0
+    ranker = Ranker.load(out)
+    assert {"red-hole", "blue-solid"} <= set(ranker.weights)
+    gt = read_gtsdb(gtsdb_dir / "gt.txt")
+    for stem in ("00001", "00003"):  # held out
+        props = propose(cv2.imread(str(gtsdb_dir / f"{stem}.jpg")), ProposalConfig(), ranker)
+        assert all(0.0 <= p.score <= 1.0 for p in props)
+        assert (iou_matrix([a.box for a in gt[stem]], [p.box for p in props]).max(axis=1) >= 0.5).all()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not a proposal ranker"),
+    (json.dumps({"features": ["bias"], "weights": {"red-hole": [0.0]}}), "fitted on other features"),
+])
+def test_a_broken_ranker_file_is_a_one_line_error(tmp_path, content, message):
+    path = tmp_path / "ranker.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        Ranker.load(path)
+    assert "\n" not in str(err.value) and "python -m train.proposals" in str(err.value)
+
+
+def test_train_proposals_without_signs_to_learn_from(tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "00000.jpg"), np.full((200, 300, 3), 120, np.uint8))
+    (folder / "gt.txt").write_text("")
+    assert fit_cmd.main(["--frames", str(folder), "--out", str(tmp_path / "r.json"), "--quiet"]) == 1
+    assert "no candidate" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_dir, tmp_path, monkeypatch):
+    here = annotations_fingerprint(gtsdb_dir)
+    meta = {"background_frames": ["00000"], "background_frames_gt_sha256": here}
+    monkeypatch.setattr("bench.gtsdb.default_ranker", lambda: Ranker({}, ("00002",), here))
+    assert frames_that_trained(meta, gtsdb_dir, builtin_proposals=True) == {"00000", "00002"}
+    assert frames_that_trained(meta, gtsdb_dir, builtin_proposals=False) == {"00000"}
+    other = {**meta, "background_frames_gt_sha256": "0" * 16}  # trained on another frame set of the same names
+    monkeypatch.setattr("bench.gtsdb.default_ranker", lambda: Ranker({}, ("00002",), "f" * 16))
+    assert frames_that_trained(other, gtsdb_dir, builtin_proposals=True) == set()
