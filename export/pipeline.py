@@ -63,6 +63,7 @@ def build_metadata(inputs: ExportInputs, spec: BuildSpec, io: dict[str, Any]) ->
         "threshold": 0.0,
         "background_class": (inputs.meta.get("background") or {}).get("class_id"),
         "background_frames": (inputs.meta.get("background") or {}).get("frames", []),
+        "background_frames_gt_sha256": (inputs.meta.get("background") or {}).get("frames_gt_sha256"),
         "float_model": {"path": str(inputs.run_dir / "model.keras"), "sha256": inputs.source_sha256,
                         "arch": inputs.meta["arch"], "val_accuracy": inputs.meta["val_accuracy"]},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
