@@ -26,6 +26,7 @@ decide what is a sign. Measured on GTSDB frames: ``python -m bench.gtsdb``.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,6 @@ class Cue:
 DEFAULT_CUES = (
     Cue("red", "hole", (20, 40, 70, 110), 1.55),  # face of a red ring or triangle
     Cue("blue", "solid", (30, 55, 90), 1.2),  # blue disc (its white symbol is a hole in it)
-    Cue("blue", "hole", (55,), 2.0),  # the white arrow of a blue sign merged with a blue board
     Cue("yellow", "solid", (55, 110), 2.0),  # yellow square of "priority road"
     Cue("yellow", "hole", (30,), 1.35),  # a sign's face against sunlit (yellowish) leaves
 )
@@ -102,6 +102,7 @@ class ProposalConfig:
     min_fill: float = 0.45  # pixels / box area (disc 0.79, triangle 0.5, diamond 0.5)
     nms_iou: float = 0.5
     max_proposals: int = 64
+    workers: int = 2  # threads for the connected components (1: none)
 
 
 @dataclass(frozen=True)
@@ -150,48 +151,63 @@ def _box_mean(integral: np.ndarray, cx: np.ndarray, cy: np.ndarray, hw: np.ndarr
     return total.astype(np.float64), np.maximum((x2 - x1) * (y2 - y1), 1).astype(np.float64)
 
 
+def _cue_candidates(cue_id: int, cue: Cue, level: int, maps: dict[str, np.ndarray], integrals: dict[str, np.ndarray],
+                    cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Boxes (in the small frame), features and cue ids of what one cue finds at one level."""
+    mask = cv2.threshold(maps[cue.colour], level, 255, cv2.THRESH_BINARY)[1]
+    if cue.kind == "hole":
+        mask = cv2.bitwise_not(mask)
+    xywh, area = _components(mask, cue.kind == "hole", cue.grow, cfg)
+    if not len(area):
+        return None
+    bw, bh = xywh[:, 2], xywh[:, 3]
+    cx, cy = xywh[:, 0] + bw / 2, xywh[:, 1] + bh / 2
+    sw, sh = bw * cue.grow / 2, bh * cue.grow / 2  # the sign's half sizes
+    face_v, n_face = _box_mean(integrals["v"], cx, cy, bw * 0.3, bh * 0.3)
+    face_s, _ = _box_mean(integrals["s"], cx, cy, bw * 0.3, bh * 0.3)
+    sign_v, n_sign = _box_mean(integrals["v"], cx, cy, sw, sh)
+    col_in, _ = _box_mean(integrals[cue.colour], cx, cy, sw, sh)
+    col_all, n_all = _box_mean(integrals[cue.colour], cx, cy, sw * 1.5, sh * 1.5)
+    face_v, face_s, sign_v = face_v / n_face, face_s / n_face, sign_v / n_sign
+    col_out = (col_all - col_in) / np.maximum(n_all - n_sign, 1)
+    feats = np.stack([
+        np.ones_like(area), area / (bw * bh), np.minimum(bw, bh) / np.maximum(bw, bh),
+        np.log2(2 * np.maximum(sw, sh) / cfg.scale), np.full_like(area, level / 255.0),
+        face_v / 255.0, face_s / 255.0, (face_v - sign_v) / 255.0, col_in / n_sign / 255.0, col_out / 255.0,
+    ], axis=1)
+    return np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1), feats, np.full(len(area), cue_id)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A shared pool per size: OpenCV releases the GIL, so the cues' components run side by side."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="signkit-proposals")
+    return _POOLS[workers]
+
+
 def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> Candidates:
     """All candidate boxes of a frame (full-frame coordinates) with their ranking features."""
     h, w = frame_bgr.shape[:2]
     small = cv2.resize(frame_bgr, (max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))), interpolation=cv2.INTER_AREA)
     maps = colour_maps(small, cfg.gain)
     hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-    v_int, s_int = cv2.integral(hsv[..., 2]), cv2.integral(hsv[..., 1])
-    colour_int = {name: cv2.integral(maps[name]) for name in {c.colour for c in cfg.cues}}
-    masks: dict[tuple[str, int], np.ndarray] = {}
-    boxes, feats, cue_ids = [], [], []
-    for ci, cue in enumerate(cfg.cues):
-        for level in cue.levels:
-            key = (cue.colour, level)
-            if key not in masks:
-                masks[key] = cv2.threshold(maps[cue.colour], level, 255, cv2.THRESH_BINARY)[1]
-            mask = masks[key] if cue.kind == "solid" else cv2.bitwise_not(masks[key])
-            xywh, area = _components(mask, cue.kind == "hole", cue.grow, cfg)
-            if not len(area):
-                continue
-            bw, bh = xywh[:, 2], xywh[:, 3]
-            cx, cy = xywh[:, 0] + bw / 2, xywh[:, 1] + bh / 2
-            sw, sh = bw * cue.grow / 2, bh * cue.grow / 2  # the sign's half sizes
-            face_v, n_face = _box_mean(v_int, cx, cy, bw * 0.3, bh * 0.3)
-            face_s, _ = _box_mean(s_int, cx, cy, bw * 0.3, bh * 0.3)
-            sign_v, n_sign = _box_mean(v_int, cx, cy, sw, sh)
-            col_in, _ = _box_mean(colour_int[cue.colour], cx, cy, sw, sh)
-            col_all, n_all = _box_mean(colour_int[cue.colour], cx, cy, sw * 1.5, sh * 1.5)
-            face_v, face_s, sign_v = face_v / n_face, face_s / n_face, sign_v / n_sign
-            col_out = (col_all - col_in) / np.maximum(n_all - n_sign, 1)
-            feats.append(np.stack([
-                np.ones_like(area), area / (bw * bh), np.minimum(bw, bh) / np.maximum(bw, bh),
-                np.log2(2 * np.maximum(sw, sh) / cfg.scale), np.full_like(area, level / 255.0),
-                face_v / 255.0, face_s / 255.0, (face_v - sign_v) / 255.0, col_in / n_sign / 255.0, col_out / 255.0,
-            ], axis=1))
-            boxes.append(np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1) / cfg.scale)
-            cue_ids.append(np.full(len(area), ci))
-    if not boxes:
+    integrals = {"v": cv2.integral(hsv[..., 2]), "s": cv2.integral(hsv[..., 1])}
+    integrals.update({name: cv2.integral(maps[name]) for name in {c.colour for c in cfg.cues}})
+    jobs = [(ci, cue, level, maps, integrals, cfg) for ci, cue in enumerate(cfg.cues) for level in cue.levels]
+    if cfg.workers > 1:
+        found = list(_pool(cfg.workers).map(lambda job: _cue_candidates(*job), jobs))
+    else:
+        found = [_cue_candidates(*job) for job in jobs]
+    found = [f for f in found if f is not None]
+    if not found:
         return Candidates(np.zeros((0, 4)), np.zeros((0, len(FEATURES))), np.zeros(0, int))
-    xyxy = np.vstack(boxes)
+    xyxy = np.vstack([f[0] for f in found]) / cfg.scale
     xyxy[:, :2] = np.floor(np.maximum(xyxy[:, :2], 0))
     xyxy[:, 2:] = np.ceil(np.minimum(xyxy[:, 2:], (w, h)))
-    return Candidates(xyxy, np.vstack(feats), np.concatenate(cue_ids))
+    return Candidates(xyxy, np.vstack([f[1] for f in found]), np.concatenate([f[2] for f in found]))
 
 
 def rank(cands: Candidates, cfg: ProposalConfig, ranker: Ranker) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_train_proposals_fits_writes_and_the_ranker_proposes(gtsdb_dir, tmp_path
     assert record["features"] == list(FEATURES) and record["fitted_on"] == ["00000", "00002"]
     assert record["gt_sha256"] == annotations_fingerprint(gtsdb_dir) and record["positives"] > 0
     ranker = Ranker.load(out)
-    assert {"red-hole", "blue-solid"} <= set(ranker.weights)
+    assert set(ranker.weights) == {"red-hole", "blue-solid", "yellow-solid", "yellow-hole"}
     gt = read_gtsdb(gtsdb_dir / "gt.txt")
     for stem in ("00001", "00003"):  # held out
         props = propose(cv2.imread(str(gtsdb_dir / f"{stem}.jpg")), ProposalConfig(), ranker)

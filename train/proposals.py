@@ -63,8 +63,13 @@ def fit(data: list[tuple[Candidates, np.ndarray]], cfg: ProposalConfig, l2: floa
     labels = np.concatenate([p for _, p in data]).astype(np.float64)
     for ci, cue in enumerate(cfg.cues):
         sel = cues == ci
-        if labels[sel].sum() >= 2:  # too few signs to learn from: that cue ranks by fill ratio
-            weights[cue.name] = tuple(float(v) for v in fit_logistic(feats[sel], labels[sel], l2))
+        n_pos, n = labels[sel].sum(), int(sel.sum())
+        if n_pos >= 2:
+            w = fit_logistic(feats[sel], labels[sel], l2)
+        else:  # too few signs to learn from: a constant score, the cue's (smoothed) hit rate
+            w = np.zeros(len(FEATURES))
+            w[0] = np.log((n_pos + 1) / (n - n_pos + 1))
+        weights[cue.name] = tuple(float(v) for v in w)
     return weights
 
 
