@@ -50,7 +50,7 @@ class Cue:
 
 
 DEFAULT_CUES = (
-    Cue("red", "hole", (20, 40, 70, 110), 1.55),  # face of a red ring or triangle
+    Cue("red", "hole", (12, 20, 40, 70, 110), 1.55),  # face of a red ring or triangle
     Cue("blue", "solid", (30, 55, 90), 1.2),  # blue disc (its white symbol is a hole in it)
     Cue("yellow", "solid", (55, 110), 2.0),  # yellow square of "priority road"
     Cue("yellow", "hole", (30,), 1.35),  # a sign's face against sunlit (yellowish) leaves
