@@ -26,7 +26,7 @@ import numpy as np
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.errors import ConfigError, cli_errors
-from runtime.proposals import ProposalConfig, default_ranker, propose
+from runtime.proposals import ProposalConfig, Ranker, default_ranker, propose
 from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, select_frames
 
 @dataclass
@@ -48,8 +48,8 @@ class PipelineScore:
         return 1000.0 / max(self.ms.get("total", 0.0), 1e-9)
 
 
-def frames_that_trained(meta: dict, folder: Path, builtin_proposals: bool) -> set[str]:
-    """Frames of ``folder`` that trained the build's background class or the proposal ranker.
+def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None) -> set[str]:
+    """Frames of ``folder`` that trained the build's background class or ``ranker`` (None: no proposals scored).
 
     Frame sets are told apart by the SHA-256 of their gt.txt; a build that predates it is matched by
     frame name alone (the careful side: it may leave out frames it need not)."""
@@ -57,8 +57,7 @@ def frames_that_trained(meta: dict, folder: Path, builtin_proposals: bool) -> se
     trained: set[str] = set()
     if meta.get("background_frames_gt_sha256") in (None, here):
         trained |= set(meta.get("background_frames") or [])
-    ranker = default_ranker()
-    if builtin_proposals and ranker.fitted_gt_sha256 == here:
+    if ranker is not None and ranker.fitted_gt_sha256 == here:
         trained |= set(ranker.fitted_on)
     return trained
 
@@ -93,14 +92,14 @@ def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: floa
 
 
 def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],
-                   proposals: str, iou: float = 0.5) -> PipelineScore:
+                   proposals: str, iou: float = 0.5, ranker: Ranker | None = None) -> PipelineScore:
     tp = n_det = n_gt = covered = n_props = top1_right = 0
     stages: dict[str, list[float]] = {"proposals": [], "crop+preprocess": [], "invoke": [], "total": []}
     cfg = ProposalConfig(workers=clf.threads)  # the proposal stage gets the same threads as the build
     for stem, frame in frames:
         truth = gt.get(stem, [])
         t0 = time.perf_counter()
-        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame, cfg)]
+        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame, cfg, ranker)]
         t1 = time.perf_counter()
         kept, x = clf.prepare_rois(frame, boxes)
         t2 = time.perf_counter()
@@ -155,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score only these frames (by number), e.g. to compare builds on the same held-out frames")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
+    p.add_argument("--ranker", type=Path, default=None,
+                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
 
@@ -165,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames, gt = load_frames(args.data)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
-    trained_on = frames_that_trained(read_metadata(args.build), args.data, "builtin" in args.proposals)
+    ranker = (Ranker.load(args.ranker) if args.ranker else default_ranker()) if "builtin" in args.proposals else None
+    trained_on = frames_that_trained(read_metadata(args.build), args.data, ranker)
     if trained_on & keep:
         frames = [(stem, f) for stem, f in frames if stem not in trained_on]
         print(f"leaving out {len(trained_on & keep)} frames that trained the build's background class or the proposal "
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for threads in args.threads:
         clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
         for proposals in args.proposals:
-            scores.append(score_pipeline(clf, frames, gt, proposals, args.iou))
+            scores.append(score_pipeline(clf, frames, gt, proposals, args.iou, ranker))
     if args.json:
         print(json.dumps([{**asdict(s), "fps": s.fps} for s in scores], indent=2))
     else:

@@ -26,6 +26,11 @@ assert "tensorflow" not in sys.modules
 clf = Classifier.from_build("model_int8.tflite", threads=2)
 frame = np.full((240, 320, 3), 100, np.uint8)
 dets = clf.classify_rois(frame, [(10, 10, 60, 60), (100, 50, 150, 100)])
+from runtime.proposals import propose
+cv2.circle(frame, (200, 120), 30, (30, 30, 200), -1)
+cv2.circle(frame, (200, 120), 22, (240, 240, 240), -1)  # a red ring: the proposal stage must find it
+props = propose(frame)
+assert any(abs(p.box[0] - 170) < 8 and abs(p.box[2] - 231) < 8 for p in props), props
 print("PI-OK", platform.machine(), len(dets), [d.prediction.label for d in dets], clf.backend.__class__.__name__)
 """
 

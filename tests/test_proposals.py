@@ -78,12 +78,11 @@ def test_train_proposals_without_signs_to_learn_from(tmp_path, capsys):
     assert "no candidate" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
 
 
-def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_dir, tmp_path, monkeypatch):
+def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_dir):
     here = annotations_fingerprint(gtsdb_dir)
     meta = {"background_frames": ["00000"], "background_frames_gt_sha256": here}
-    monkeypatch.setattr("bench.gtsdb.default_ranker", lambda: Ranker({}, ("00002",), here))
-    assert frames_that_trained(meta, gtsdb_dir, builtin_proposals=True) == {"00000", "00002"}
-    assert frames_that_trained(meta, gtsdb_dir, builtin_proposals=False) == {"00000"}
+    ranker = Ranker({}, ("00002",), here)
+    assert frames_that_trained(meta, gtsdb_dir, ranker) == {"00000", "00002"}
+    assert frames_that_trained(meta, gtsdb_dir, None) == {"00000"}
     other = {**meta, "background_frames_gt_sha256": "0" * 16}  # trained on another frame set of the same names
-    monkeypatch.setattr("bench.gtsdb.default_ranker", lambda: Ranker({}, ("00002",), "f" * 16))
-    assert frames_that_trained(other, gtsdb_dir, builtin_proposals=True) == set()
+    assert frames_that_trained(other, gtsdb_dir, Ranker({}, ("00002",), "f" * 16)) == set()

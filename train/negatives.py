@@ -24,11 +24,11 @@ from tqdm import tqdm
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
-from runtime.proposals import propose
+from runtime.proposals import Ranker, propose
 from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, select_frames
 
 def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
-         seed: int = 0, progress: bool = True) -> dict:
+         seed: int = 0, progress: bool = True, ranker: Ranker | None = None) -> dict:
     """Write negative crops of the chosen frames to ``out``; return the manifest."""
     files, gt = frame_files(frames_dir)
     stems = select_frames(sorted(files), subset)
@@ -43,7 +43,7 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 
             raise ConfigError(f"{files[stem]} is not a readable image; remove or re-encode it")
         h, w = frame.shape[:2]
         signs = [a.box for a in gt.get(stem, [])]
-        candidates = [p.box for p in propose(frame)]
+        candidates = [p.box for p in propose(frame, ranker=ranker)]
         sides = rng.integers(16, 128, per_frame)
         candidates += [(int(x), int(y), int(x + s), int(y + s))
                        for s, x, y in zip(sides, rng.integers(0, w - 128, per_frame), rng.integers(0, h - 128, per_frame))]
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which frames to mine (keep the others to evaluate on)")
     p.add_argument("--per-frame", type=int, default=60, help="crops per frame at most")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ranker", type=Path, default=None,
+                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors("python -m train.negatives")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet)
+    ranker = Ranker.load(args.ranker) if args.ranker else None
+    m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet,
+             ranker=ranker)
     print(f"{m['count']} negative crops from {len(m['frames'])} frames -> {args.out} (train with --background {args.out})")
     return 0
 
