@@ -8,6 +8,9 @@ the right class; "unknown" predictions are dropped), per-stage milliseconds per 
 crop+preprocess, invoke) for each thread count, and with ground-truth boxes as proposals the
 classification-only accuracy on real camera crops. Frame decoding is not timed: a camera hands
 frames over decoded.
+
+Frames that fitted the proposal ranker (``--ranker``, default the runtime's own) or mined the
+build's background class are left out: a frame that trained the pipeline cannot test it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class PipelineScore:
     recall: float
     f1: float
     top1_accuracy: float | None  # ground-truth boxes only: argmax class, threshold ignored
+    true_positives: int  # the counts behind precision and recall, to pool runs over other frames
+    detections: int
     ms: dict[str, float] = field(default_factory=dict)  # median per frame, per stage
 
     @property
@@ -123,7 +128,7 @@ def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: di
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return PipelineScore(proposals, clf.threads, len(frames), n_gt, n_props / max(len(frames), 1),
                          covered / n_gt if n_gt else 0.0, precision, recall, f1,
-                         top1_right / n_gt if proposals == "gt" and n_gt else None,
+                         top1_right / n_gt if proposals == "gt" and n_gt else None, tp, n_det,
                          {k: float(np.median(v)) for k, v in stages.items()})
 
 
