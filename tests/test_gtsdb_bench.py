@@ -68,3 +68,19 @@ def test_match_needs_the_right_class():
     assert gtsdb.match([((0, 0, 10, 10), right)], truth, 0.5) == 1
     assert gtsdb.match([((0, 0, 10, 10), wrong)], truth, 0.5) == 0
     assert gtsdb.match([((5, 5, 15, 15), right)], truth, 0.5) == 0  # IoU 0.14
+
+
+@pytest.mark.slow
+def test_bench_gtsdb_leaves_out_the_frames_that_fitted_its_ranker(exported, gtsdb_dir, tmp_path, capsys):
+    from train import proposals as fit_cmd
+
+    ranker = tmp_path / "ranker.json"
+    assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--out", str(ranker), "--quiet"]) == 0
+    capsys.readouterr()
+    build = build_file(exported, BUILDS["tflite-int8"])
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--ranker", str(ranker), "--threads", "1", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "leaving out 2 frames" in out.err
+    assert {s["frames"] for s in json.loads(out.out)} == {1}  # only 00001 was not fitted on
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--ranker", str(ranker), "--frames", "even"]) == 1
+    assert "score other frames" in capsys.readouterr().err
