@@ -4,7 +4,8 @@
     python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
 
 Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
-the right class; "unknown" predictions are dropped), per-stage milliseconds per frame (proposals,
+the right class; "unknown" predictions and overlapping duplicates are dropped, as
+``runtime.detect.detect_signs`` does), per-stage milliseconds per frame (proposals,
 crop+preprocess, invoke) for each thread count, and with ground-truth boxes as proposals the
 classification-only accuracy on real camera crops. Frame decoding is not timed: a camera hands
 frames over decoded.
@@ -27,7 +28,8 @@ import cv2
 import numpy as np
 
 from runtime.builds import read_metadata
-from runtime.classifier import Classifier, Prediction
+from runtime.classifier import Classifier, Detection, Prediction
+from runtime.detect import keep_signs
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import ProposalConfig, Ranker, default_ranker, propose
 from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, select_frames
@@ -110,11 +112,11 @@ def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: di
         t2 = time.perf_counter()
         probs = clf.predict_proba(x)
         t3 = time.perf_counter()
-        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-            v_ms = 1000 * v
-            stages[k].append(v_ms)
-        preds = clf.predictions(probs)
-        dets = [(b, p) for b, p in zip(kept, preds) if p.known]
+        signs = keep_signs([Detection(b, p) for b, p in zip(kept, clf.predictions(probs))])
+        t4 = time.perf_counter()  # total includes decoding the scores and dropping duplicates
+        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t0)):
+            stages[k].append(1000 * v)
+        dets = [(d.box, d.prediction) for d in signs]
         tp += match(dets, truth, iou)
         n_det += len(dets)
         n_gt += len(truth)

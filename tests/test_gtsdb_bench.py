@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import numpy as np
 import pytest
 
 from bench import gtsdb
@@ -84,3 +85,18 @@ def test_bench_gtsdb_leaves_out_the_frames_that_fitted_its_ranker(exported, gtsd
     assert {s["frames"] for s in json.loads(out.out)} == {1}  # only 00001 was not fitted on
     assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--ranker", str(ranker), "--frames", "even"]) == 1
     assert "score other frames" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_detect_signs_runs_the_frame_pipeline(exported, gtsdb_dir):
+    from runtime.classifier import Classifier
+    from runtime.detect import OVERLAP_IOU, detect_signs
+
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]), threshold=0.0)
+    frame = cv2.imread(str(gtsdb_dir / "00000.jpg"))
+    dets = detect_signs(clf, frame)
+    assert dets, "a threshold of 0 keeps every proposal the model does not call background"
+    assert all(d.prediction.known for d in dets)
+    assert [d.prediction.score for d in dets] == sorted((d.prediction.score for d in dets), reverse=True)
+    ious = iou_matrix([d.box for d in dets], [d.box for d in dets])
+    assert (ious[~np.eye(len(dets), dtype=bool)] < OVERLAP_IOU).all()

@@ -235,3 +235,17 @@ def test_missing_backend_names_the_pip_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tflite)
     with pytest.raises(BackendUnavailableError, match="pip install ai-edge-litert"):
         backends.load_tflite_interpreter_class()
+
+
+def test_keep_signs_drops_unknowns_and_the_less_sure_of_two_overlapping_detections():
+    from runtime.classifier import Detection, Prediction
+    from runtime.detect import keep_signs
+
+    def det(box, cls, score):
+        return Detection(box, Prediction(cls, "x" if cls >= 0 else "unknown", score, ()))
+
+    dets = [det((0, 0, 40, 40), 1, 0.97), det((4, 4, 44, 44), 2, 0.99), det((100, 0, 140, 40), -1, 0.5),
+            det((200, 0, 240, 40), 3, 0.95)]
+    kept = keep_signs(dets)
+    assert [d.prediction.class_id for d in kept] == [2, 3]  # most confident first, the 0.97 duplicate gone
+    assert keep_signs([]) == []
