@@ -11,7 +11,7 @@ from bench import gtsdb
 from export import tflite as export_tflite
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
-from runtime.roi import iou_matrix, read_gtsdb
+from runtime.roi import annotations_fingerprint, iou_matrix, read_gtsdb
 from tests import synth
 from tests.conftest import LOOSE_GATE
 from train import negatives
@@ -41,6 +41,11 @@ def test_negatives_avoid_signs_and_record_their_frames(frames, mined):
     for crop in manifest["crops"]:
         signs = [a.box for a in gt[crop["frame"]]]
         assert iou_matrix([crop["box"]], signs).max() < 0.1, crop
+    for stem in manifest["frames"]:  # no near-copies: each crop shows another region
+        boxes = [c["box"] for c in manifest["crops"] if c["frame"] == stem]
+        ious = iou_matrix(boxes, boxes)
+        assert (ious[~np.eye(len(boxes), dtype=bool)] < 0.5).all()
+    assert manifest["gt_sha256"] == annotations_fingerprint(frames)
 
 
 def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys):

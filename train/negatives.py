@@ -3,8 +3,9 @@
     python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even
     python -m train --data ../shared/data/gtsrb --background data/negatives
 
-Crops come from the built-in proposals (the hard negatives the runtime will meet) and from random
-boxes of sign size, all with IoU < 0.1 to every annotated sign. Each crop is the box plus the
+Crops come from a wide pool of built-in proposals (the hard negatives the runtime will meet, not
+only the most sign-like) and from random boxes of sign size, all with IoU < 0.1 to every annotated
+sign and none a near-copy of another (IoU < 0.5). Each crop is the box plus the
 classifier's margin, as the runtime would cut it. ``negatives.json`` records the frames used, so
 ``bench.gtsdb`` can leave them out of its scores: a frame that trained the model cannot test it.
 """
@@ -24,10 +25,35 @@ from tqdm import tqdm
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
-from runtime.proposals import Ranker, propose
+from runtime.proposals import ProposalConfig, Ranker, propose
 from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, select_frames
 
-def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 60, margin: float = 0.1,
+def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Generator,
+                   ranker: Ranker | None = None, pool: int = 256) -> list[tuple[int, int, int, int]]:
+    """Up to ``count`` boxes with IoU < 0.1 to every sign: two thirds drawn from a wide pool of
+    proposals (the regions the runtime will hand over, not only the most sign-like), one third
+    random boxes of sign size; none overlapping another by IoU >= 0.5 (no near-copies)."""
+    h, w = frame.shape[:2]
+    props = [p.box for p in propose(frame, ProposalConfig(max_proposals=pool), ranker)]
+    props = [props[i] for i in rng.permutation(len(props))]
+    sides = rng.integers(16, 128, count)
+    rand = [(int(x), int(y), int(x + s), int(y + s))
+            for s, x, y in zip(sides, rng.integers(0, max(1, w - 128), count), rng.integers(0, max(1, h - 128), count))]
+    n_props = min(len(props), count - count // 3)
+    candidates = props[:n_props] + rand[: count - n_props] + props[n_props:]
+    chosen: list[tuple[int, int, int, int]] = []
+    for box in candidates:
+        if len(chosen) == count:
+            break
+        if signs and iou_matrix([box], signs).max() >= 0.1:
+            continue
+        if chosen and iou_matrix([box], chosen).max() >= 0.5:
+            continue
+        chosen.append(box)
+    return chosen
+
+
+def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 150, margin: float = 0.1,
          seed: int = 0, progress: bool = True, ranker: Ranker | None = None) -> dict:
     """Write negative crops of the chosen frames to ``out``; return the manifest."""
     files, gt = frame_files(frames_dir)
@@ -43,20 +69,14 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 
             raise ConfigError(f"{files[stem]} is not a readable image; remove or re-encode it")
         h, w = frame.shape[:2]
         signs = [a.box for a in gt.get(stem, [])]
-        candidates = [p.box for p in propose(frame, ranker=ranker)]
-        sides = rng.integers(16, 128, per_frame)
-        candidates += [(int(x), int(y), int(x + s), int(y + s))
-                       for s, x, y in zip(sides, rng.integers(0, w - 128, per_frame), rng.integers(0, h - 128, per_frame))]
-        if signs:
-            far = iou_matrix(candidates, signs).max(axis=1) < 0.1
-            candidates = [c for c, ok in zip(candidates, far) if ok]
-        for k, box in enumerate(candidates[:per_frame]):
+        candidates = pick_negatives(frame, signs, per_frame, rng, ranker)
+        for k, box in enumerate(candidates):
             x1, y1, x2, y2 = expand_box(box, margin, w, h)
             name = f"{stem}_{k:03d}.png"
             cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
             crops.append({"file": name, "frame": stem, "box": list(box)})
-    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": annotations_fingerprint(frames_dir), "subset": subset, "frames": stems, "count": len(crops), "crops": crops,
-                "margin": margin, "note": "frames listed here trained the background class: do not score on them"}
+    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": annotations_fingerprint(frames_dir), "subset": subset,
+                "frames": stems, "count": len(crops), "crops": crops, "margin": margin, "note": "frames listed here trained the background class: do not score on them"}
     write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
     return manifest
 
@@ -72,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("data/negatives"), help="folder for the crops")
     p.add_argument("--subset", default="even", choices=("even", "odd", "all"),
                    help="which frames to mine (keep the others to evaluate on)")
-    p.add_argument("--per-frame", type=int, default=60, help="crops per frame at most")
+    p.add_argument("--per-frame", type=int, default=150, help="crops per frame at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranker", type=Path, default=None,
                    help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
