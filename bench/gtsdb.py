@@ -31,7 +31,7 @@ from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Detection, Prediction
 from runtime.detect import keep_signs
 from runtime.errors import ConfigError, cli_errors
-from runtime.proposals import ProposalConfig, Ranker, default_ranker, propose
+from runtime.proposals import Ranker, default_ranker, propose
 from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, select_frames
 
 @dataclass
@@ -102,11 +102,10 @@ def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: di
                    proposals: str, iou: float = 0.5, ranker: Ranker | None = None) -> PipelineScore:
     tp = n_det = n_gt = covered = n_props = top1_right = 0
     stages: dict[str, list[float]] = {"proposals": [], "crop+preprocess": [], "invoke": [], "total": []}
-    cfg = ProposalConfig(workers=clf.threads)  # the proposal stage gets the same threads as the build
     for stem, frame in frames:
         truth = gt.get(stem, [])
         t0 = time.perf_counter()
-        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame, cfg, ranker)]
+        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame, ranker=ranker)]
         t1 = time.perf_counter()
         kept, x = clf.prepare_rois(frame, boxes)
         t2 = time.perf_counter()

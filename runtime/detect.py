@@ -31,5 +31,5 @@ def keep_signs(dets: Sequence[Detection], overlap_iou: float = OVERLAP_IOU) -> l
 def detect_signs(clf: Classifier, frame_bgr: np.ndarray, cfg: ProposalConfig | None = None,
                  ranker: Ranker | None = None) -> list[Detection]:
     """The signs of a BGR frame: proposals, classified in one invoke, unknowns and duplicates dropped."""
-    cfg = cfg or ProposalConfig(workers=clf.threads)
-    return keep_signs(clf.classify_rois(frame_bgr, [p.box for p in propose(frame_bgr, cfg, ranker)]))
+    boxes = [p.box for p in propose(frame_bgr, cfg or ProposalConfig(), ranker)]
+    return keep_signs(clf.classify_rois(frame_bgr, boxes))
