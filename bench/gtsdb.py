@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from runtime.builds import read_metadata
@@ -32,7 +31,7 @@ from runtime.classifier import Classifier, Detection, Prediction
 from runtime.detect import keep_signs
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import Ranker, default_ranker, propose
-from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, select_frames
+from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
 
 @dataclass
 class PipelineScore:
@@ -71,13 +70,7 @@ def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None) -> set[
 
 def load_frames(folder: Path) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
     files, gt = frame_files(folder)
-    frames = []
-    for stem, path in files.items():
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ConfigError(f"{path} is not a readable image; remove or re-encode it")
-        frames.append((stem, img))
-    return frames, gt
+    return [(stem, read_frame(path)) for stem, path in files.items()], gt
 
 
 def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: float) -> int:

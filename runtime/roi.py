@@ -97,6 +97,14 @@ def frame_files(folder: Path) -> tuple[dict[str, Path], dict[str, list[Annotatio
     return files, read_gtsdb(gt_file)
 
 
+def read_frame(path: Path) -> np.ndarray:
+    """A BGR frame from disk, or a one-line RoiError naming the file."""
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise RoiError(f"{path} is not a readable image; remove or re-encode it")
+    return frame
+
+
 def annotations_fingerprint(folder: Path) -> str:
     """SHA-256 (16 hex digits) of a GTSDB-layout folder's gt.txt: names a frame set wherever it lives."""
     return hashlib.sha256((Path(folder) / "gt.txt").read_bytes()).hexdigest()[:16]

@@ -26,7 +26,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import ProposalConfig, Ranker, propose
-from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, select_frames
+from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
 
 def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Generator,
                    ranker: Ranker | None = None, pool: int = 256) -> list[tuple[int, int, int, int]]:
@@ -64,9 +64,7 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 
     rng = np.random.default_rng(seed)
     crops: list[dict] = []
     for stem in tqdm(stems, desc="mining negatives", unit="frame", disable=not progress, file=sys.stderr):
-        frame = cv2.imread(str(files[stem]), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise ConfigError(f"{files[stem]} is not a readable image; remove or re-encode it")
+        frame = read_frame(files[stem])
         h, w = frame.shape[:2]
         signs = [a.box for a in gt.get(stem, [])]
         candidates = pick_negatives(frame, signs, per_frame, rng, ranker)

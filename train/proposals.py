@@ -18,14 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from runtime.atomic import write_text_atomic
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import FEATURES, RANKER_FILE, Candidates, ProposalConfig, Ranker, candidates, propose
-from runtime.roi import Annotation, annotations_fingerprint, frame_files, iou_matrix, select_frames
+from runtime.roi import Annotation, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> np.ndarray:
@@ -110,11 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not fit_on:
         raise ConfigError(f"{args.frames}: no frames for --subset {args.subset}")
     held_out = [s for s in sorted(files) if s not in set(fit_on)]
-    frames = {}
-    for stem, path in files.items():
-        frames[stem] = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frames[stem] is None:
-            raise ConfigError(f"{path} is not a readable image; remove or re-encode it")
+    frames = {stem: read_frame(path) for stem, path in files.items()}
     cfg = ProposalConfig()
     data = collect({s: frames[s] for s in fit_on}, gt, cfg, progress=not args.quiet)
     n_pos = int(sum(p.sum() for _, p in data))
