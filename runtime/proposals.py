@@ -50,7 +50,7 @@ class Cue:
 
 
 DEFAULT_CUES = (
-    Cue("red", "hole", (12, 20, 40, 70, 110), 1.55),  # face of a red ring or triangle
+    Cue("red", "hole", (12, 40, 70, 110), 1.55),  # face of a red ring or triangle
     Cue("blue", "solid", (30, 55, 90), 1.2),  # blue disc (its white symbol is a hole in it)
     Cue("yellow", "solid", (55, 110), 2.0),  # yellow square of "priority road"
     Cue("yellow", "hole", (30,), 1.35),  # a sign's face against sunlit (yellowish) leaves
@@ -102,6 +102,7 @@ class ProposalConfig:
     min_fill: float = 0.45  # pixels / box area (disc 0.79, triangle 0.5, diamond 0.5)
     nms_iou: float = 0.5
     max_proposals: int = 64
+    per_cue: int = 8  # the best few of every cue make the cut, so a rare cue is not crowded out by a busy one
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,25 @@ def rank(cands: Candidates, cfg: ProposalConfig, ranker: Ranker) -> np.ndarray:
     return score
 
 
+def select(order: list[int], cue: np.ndarray, cfg: ProposalConfig) -> list[int]:
+    """The first ``max_proposals`` of ``order`` (best first), after reserving each cue's best ``per_cue``.
+
+    The ranker's scores are calibrated per cue: a yellow diamond scores far below a red ring, because
+    most yellow blobs are sunlit leaves. Without a reserve a busy red scene crowds every yellow
+    candidate out."""
+    order = np.asarray(order, int)
+    if len(order) <= cfg.max_proposals:
+        return order.tolist()
+    rank_in_cue = np.zeros(len(order), int)
+    for c in np.unique(cue[order]):
+        sel = cue[order] == c
+        rank_in_cue[sel] = np.arange(sel.sum())
+    reserved = rank_in_cue < min(cfg.per_cue, cfg.max_proposals // max(len(cfg.cues), 1))
+    room = max(cfg.max_proposals - int(reserved.sum()), 0)
+    rest = np.flatnonzero(~reserved)[:room]
+    return order[np.sort(np.concatenate([np.flatnonzero(reserved), rest]))].tolist()
+
+
 _DEFAULT_RANKER: Ranker | None = None
 
 
@@ -216,5 +236,5 @@ def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), ranke
     if not len(cands.cue):
         return []
     score = rank(cands, cfg, ranker)
-    keep = nms(cands.boxes, score.tolist(), cfg.nms_iou)[: cfg.max_proposals]
+    keep = select(nms(cands.boxes, score.tolist(), cfg.nms_iou), cands.cue, cfg)
     return [Proposal(tuple(int(v) for v in cands.boxes[i]), cfg.cues[cands.cue[i]].colour, float(score[i])) for i in keep]

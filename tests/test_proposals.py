@@ -10,7 +10,7 @@ import pytest
 
 from bench.gtsdb import frames_that_trained
 from runtime.errors import ConfigError
-from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, propose
+from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, propose, select
 from runtime.roi import annotations_fingerprint, iou_matrix, read_gtsdb
 from tests import synth
 from train import proposals as fit_cmd
@@ -29,6 +29,18 @@ def test_candidates_have_finite_features_and_boxes_inside_the_frame(gtsdb_dir):
     h, w = frame.shape[:2]
     assert (c.boxes[:, 0] >= 0).all() and (c.boxes[:, 1] >= 0).all() and (c.boxes[:, 2] <= w).all() and (c.boxes[:, 3] <= h).all()
     assert (c.boxes[:, 2] > c.boxes[:, 0]).all() and (c.boxes[:, 3] > c.boxes[:, 1]).all()
+
+
+def test_select_reserves_the_best_of_every_cue_and_keeps_the_order():
+    # 100 candidates in score order: the first 90 from cue 0, then 10 from cue 2.
+    cue = np.array([0] * 90 + [2] * 10)
+    order = list(range(100))
+    cfg = ProposalConfig(max_proposals=20, per_cue=3)
+    keep = select(order, cue, cfg)
+    assert len(keep) == 20 and keep == sorted(keep)  # best first, as NMS ordered them
+    assert keep[-3:] == [90, 91, 92] and keep[:17] == list(range(17))  # cue 2's best three displace cue 0's tail
+    assert select(order, cue, ProposalConfig(max_proposals=20, per_cue=0)) == list(range(20))
+    assert select(order[:15], cue, cfg) == order[:15]  # fewer than the cap: all of them
 
 
 def test_fit_logistic_separates_a_learnable_problem():
