@@ -72,7 +72,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = _synth.write_kaggle(tmp_path_factory.mktemp("train_data"), tracks_per_class=8, frames=8, seed=1)
     out = tmp_path_factory.mktemp("run") / "tiny"
     rc = main(["--data", str(data), "--epochs", "4", "--img-size", "16", "--batch-size", "8", "--lr", "3e-3",
-               "--val-fraction", "0.25", "--out", str(out), "--quiet"])
+               "--val-fraction", "0.25", "--zoom", "0.2", "--out", str(out), "--quiet"])
     assert rc == 0
     return out
 

@@ -23,6 +23,7 @@ def test_training_writes_a_complete_run(trained_run):
     assert meta["input"] == {"size": 16, "channels": 3, "dtype": "float32", "colour": "rgb", "layout": "NHWC"}
     assert meta["dataset"]["split"]["kind"] == "track"
     assert meta["epochs_run"] == 4 and meta["params"] > 100_000
+    assert meta["hyperparameters"]["zoom"] == 0.2 and meta["hyperparameters"]["shift"] == 0.08  # flag, default
     hist = json.loads((trained_run / "history.json").read_text())
     assert len(hist["loss"]) == 4 and len(hist["val_accuracy"]) == 4
     assert meta["val_accuracy"] == pytest.approx(max(hist["val_accuracy"]), abs=1e-6)
@@ -117,6 +118,9 @@ def test_output_path_is_a_file(kaggle_dir, tmp_path, capsys):
 def test_bad_flag_values_exit_2(kaggle_dir):
     with pytest.raises(SystemExit) as e:
         train_main(["--data", str(kaggle_dir), "--epochs", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        train_main(["--data", str(kaggle_dir), "--zoom", "1.5"])
     assert e.value.code == 2
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.errors import cli_errors
+from train.augment import AugmentConfig
 from train.data.formats import FORMATS
 from train.device import BACKENDS
 from train.runs import latest_run, new_run_dir
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="tensorflow", choices=BACKENDS, help="Keras 3 backend")
     p.add_argument("--background", type=Path, default=None,
                    help="folder of not-a-sign crops (python -m train.negatives) to learn as one extra class")
+    p.add_argument("--zoom", type=float, default=AugmentConfig.zoom,
+                   help="random zoom 1 +- this (0.2 for a frame pipeline: proposal boxes are looser than GTSRB's)")
+    p.add_argument("--shift", type=float, default=AugmentConfig.shift, help="random shift, a fraction of the crop side")
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,13 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
+    if not (0 <= args.zoom < 1 and 0 <= args.shift < 1):
+        parser.error("--zoom and --shift must be between 0 and 1, e.g. --zoom 0.2 --shift 0.1")
     if not 0 < args.val_fraction < 1:
         parser.error("--val-fraction must be between 0 and 1")
     out = args.out or (latest_run(require="checkpoints/state.json") if args.resume else new_run_dir(args.arch))
     cfg = TrainConfig(data=args.data, out=out, arch=args.arch, epochs=args.epochs, img_size=args.img_size,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
                       patience=args.patience, fmt=args.fmt, resume=args.resume, backend=args.backend,
-                      device=args.device, augment=not args.no_augment, use_cache=not args.no_cache,
+                      device=args.device, augment=not args.no_augment, zoom=args.zoom, shift=args.shift, use_cache=not args.no_cache,
                       progress=not args.quiet, background=args.background)
     result = train(cfg)
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "

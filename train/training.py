@@ -16,7 +16,7 @@ import numpy as np
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
-from train.augment import augment_batch
+from train.augment import AugmentConfig, augment_batch
 from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
@@ -40,6 +40,8 @@ class TrainConfig:
     backend: str = "tensorflow"
     device: str = "auto"
     augment: bool = True
+    zoom: float = AugmentConfig.zoom  # random scale 1 +- zoom: how far off a proposal's box may be
+    shift: float = AugmentConfig.shift  # random shift, a fraction of the crop side
     use_cache: bool = True
     progress: bool = True
     background: Path | None = None  # folder of "not a sign" crops (python -m train.negatives): one extra class
@@ -188,7 +190,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seconds_per_epoch": round(state["seconds"] / max(epochs_run, 1), 1),
         "params": int(best.count_params()),
         "hyperparameters": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                            "augment": cfg.augment, "patience": cfg.patience},
+                            "augment": cfg.augment, "zoom": cfg.zoom, "shift": cfg.shift, "patience": cfg.patience},
         "backend": cfg.backend,
         "device": device,
         "keras_version": keras.__version__,
@@ -213,6 +215,8 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
 
 
 def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int) -> Any:
+    aug = AugmentConfig(zoom=cfg.zoom, shift=cfg.shift)
+
     class Batches(keras.utils.PyDataset):
         """Shuffled, augmented, normalised batches; the order depends only on (seed, epoch)."""
 
@@ -230,7 +234,7 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             sel = self.idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            imgs = augment_batch(data.images[sel], self.rng) if cfg.augment else data.images[sel]
+            imgs = augment_batch(data.images[sel], self.rng, aug) if cfg.augment else data.images[sel]
             return to_model_input(imgs, spec), data.labels[sel]
 
         def on_epoch_end(self) -> None:
