@@ -151,31 +151,35 @@ def _box_mean(integral: np.ndarray, cx: np.ndarray, cy: np.ndarray, hw: np.ndarr
     return total.astype(np.float64), np.maximum((x2 - x1) * (y2 - y1), 1).astype(np.float64)
 
 
-def _cue_candidates(cue_id: int, cue: Cue, level: int, maps: dict[str, np.ndarray], integrals: dict[str, np.ndarray],
-                    cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Boxes (in the small frame), features and cue ids of what one cue finds at one level."""
+def _cue_components(cue: Cue, level: int, maps: dict[str, np.ndarray], cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x, y, w, h in the small frame) and pixel counts of what one cue finds at one level."""
     mask = cv2.threshold(maps[cue.colour], level, 255, cv2.THRESH_BINARY)[1]
     if cue.kind == "hole":
         mask = cv2.bitwise_not(mask)
-    xywh, area = _components(mask, cue.kind == "hole", cue.grow, cfg)
-    if not len(area):
-        return None
+    return _components(mask, cue.kind == "hole", cue.grow, cfg)
+
+
+def _features(xywh: np.ndarray, area: np.ndarray, level: np.ndarray, grow: np.ndarray, colour: np.ndarray,
+              integrals: dict[str, np.ndarray], cfg: ProposalConfig) -> np.ndarray:
+    """:data:`FEATURES` of every candidate, from integral images (one vectorised pass per frame)."""
     bw, bh = xywh[:, 2], xywh[:, 3]
     cx, cy = xywh[:, 0] + bw / 2, xywh[:, 1] + bh / 2
-    sw, sh = bw * cue.grow / 2, bh * cue.grow / 2  # the sign's half sizes
+    sw, sh = bw * grow / 2, bh * grow / 2  # the sign's half sizes
     face_v, n_face = _box_mean(integrals["v"], cx, cy, bw * 0.3, bh * 0.3)
     face_s, _ = _box_mean(integrals["s"], cx, cy, bw * 0.3, bh * 0.3)
     sign_v, n_sign = _box_mean(integrals["v"], cx, cy, sw, sh)
-    col_in, _ = _box_mean(integrals[cue.colour], cx, cy, sw, sh)
-    col_all, n_all = _box_mean(integrals[cue.colour], cx, cy, sw * 1.5, sh * 1.5)
+    col_in, col_all, n_all = (np.zeros_like(area) for _ in range(3))
+    for name in np.unique(colour):  # the cue's own colour inside the sign's box and around it
+        sel = colour == name
+        col_in[sel] = _box_mean(integrals[name], cx[sel], cy[sel], sw[sel], sh[sel])[0]
+        col_all[sel], n_all[sel] = _box_mean(integrals[name], cx[sel], cy[sel], sw[sel] * 1.5, sh[sel] * 1.5)
     face_v, face_s, sign_v = face_v / n_face, face_s / n_face, sign_v / n_sign
     col_out = (col_all - col_in) / np.maximum(n_all - n_sign, 1)
-    feats = np.stack([
+    return np.stack([
         np.ones_like(area), area / (bw * bh), np.minimum(bw, bh) / np.maximum(bw, bh),
-        np.log2(2 * np.maximum(sw, sh) / cfg.scale), np.full_like(area, level / 255.0),
+        np.log2(2 * np.maximum(sw, sh) / cfg.scale), level / 255.0,
         face_v / 255.0, face_s / 255.0, (face_v - sign_v) / 255.0, col_in / n_sign / 255.0, col_out / 255.0,
     ], axis=1)
-    return np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1), feats, np.full(len(area), cue_id)
 
 
 def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> Candidates:
@@ -183,17 +187,24 @@ def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) ->
     h, w = frame_bgr.shape[:2]
     small = cv2.resize(frame_bgr, (max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))), interpolation=cv2.INTER_AREA)
     maps = colour_maps(small, cfg.gain)
+    found = [(ci, level, *_cue_components(cue, level, maps, cfg)) for ci, cue in enumerate(cfg.cues) for level in cue.levels]
+    found = [f for f in found if len(f[3])]
+    if not found:
+        return Candidates(np.zeros((0, 4)), np.zeros((0, len(FEATURES))), np.zeros(0, int))
     hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
     integrals = {"v": cv2.integral(hsv[..., 2]), "s": cv2.integral(hsv[..., 1])}
     integrals.update({name: cv2.integral(maps[name]) for name in {c.colour for c in cfg.cues}})
-    found = [f for ci, cue in enumerate(cfg.cues) for level in cue.levels
-             if (f := _cue_candidates(ci, cue, level, maps, integrals, cfg)) is not None]
-    if not found:
-        return Candidates(np.zeros((0, 4)), np.zeros((0, len(FEATURES))), np.zeros(0, int))
-    xyxy = np.vstack([f[0] for f in found]) / cfg.scale
+    cue = np.concatenate([np.full(len(f[3]), f[0]) for f in found])
+    level = np.concatenate([np.full(len(f[3]), f[1], np.float64) for f in found])
+    xywh, area = np.vstack([f[2] for f in found]), np.concatenate([f[3] for f in found])
+    grow = np.array([c.grow for c in cfg.cues])[cue]
+    feats = _features(xywh, area, level, grow, np.array([c.colour for c in cfg.cues])[cue], integrals, cfg)
+    cx, cy = xywh[:, 0] + xywh[:, 2] / 2, xywh[:, 1] + xywh[:, 3] / 2
+    sw, sh = xywh[:, 2] * grow / 2, xywh[:, 3] * grow / 2
+    xyxy = np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1) / cfg.scale
     xyxy[:, :2] = np.floor(np.maximum(xyxy[:, :2], 0))
     xyxy[:, 2:] = np.ceil(np.minimum(xyxy[:, 2:], (w, h)))
-    return Candidates(xyxy, np.vstack([f[1] for f in found]), np.concatenate([f[2] for f in found]))
+    return Candidates(xyxy, feats, cue)
 
 
 def rank(cands: Candidates, cfg: ProposalConfig, ranker: Ranker) -> np.ndarray:
