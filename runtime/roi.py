@@ -32,7 +32,7 @@ class Annotation:
 
 def clamp_box(box: Sequence[float], width: int, height: int) -> Box | None:
     """Round ``box`` to pixels and clip it to the frame; None if nothing of it is left."""
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
     return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
 
