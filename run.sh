@@ -2,6 +2,9 @@
 # The main job, end to end: install, get data, train the default model, evaluate, export, report.
 #   GTSRB_DIR=/path/to/gtsrb bash run.sh     # use a local copy (any layout signkit reads)
 #   bash run.sh                              # downloads the official GTSRB into data/GTSRB first
+#   GTSDB_DIR=/path/to/gtsdb bash run.sh     # also road frames (frames + gt.txt): the model learns a
+#                                            # "not a sign" class from the even frames for the frame
+#                                            # pipeline, which is then scored on the odd ones
 # Extra arguments go to `python -m train` (e.g. --epochs 10).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,10 +23,18 @@ if [ ! -e "$DATA" ]; then
   $PYBIN -m train.download gtsrb --to "$DATA"
 fi
 RUN=${RUN_DIR:-runs/quickstart}
-$PYBIN -m train --data "$DATA" --out "$RUN" "$@"
+if [ -n "${GTSDB_DIR:-}" ]; then
+  $PYBIN -m train.negatives --frames "$GTSDB_DIR" --subset even --out "$RUN/negatives"
+  $PYBIN -m train --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 "$@"
+else
+  $PYBIN -m train --data "$DATA" --out "$RUN" "$@"
+fi
 $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split val
 if $PYBIN -m train.data.has_subset "$DATA" test; then
   $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split test
 fi
 $PYBIN -m export.all --model "$RUN"
+if [ -n "${GTSDB_DIR:-}" ]; then
+  $PYBIN -m bench.gtsdb --build "$RUN/model_int8.tflite" --data "$GTSDB_DIR" | tee "$RUN/gtsdb_report.txt"
+fi
 echo "run.sh: done. Model, builds and reports are in $RUN/ (export_report.md compares the builds)"
