@@ -28,10 +28,12 @@ import numpy as np
 
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Detection, Prediction
+from runtime.cli import HelpFormatter
 from runtime.detect import keep_signs
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import Ranker, default_ranker, propose
 from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
+
 
 @dataclass
 class PipelineScore:
@@ -139,7 +141,7 @@ def format_scores(scores: list[PipelineScore]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bench.gtsdb", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m bench.gtsdb", formatter_class=HelpFormatter,
         description="Score the frame pipeline (proposals -> crops -> build) on GTSDB-layout frames.",
         epilog="examples:\n  python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb\n"
                "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json",

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 from export.cli import check_args, common_parser, run_builds
 from runtime.builds import BUILDS
+from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.all", parents=[common_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m export.all", parents=[common_parser()], formatter_class=HelpFormatter,
         description="Export all six builds (TFLite f32/f16/dynamic/int8, ONNX f32/int8) with verification and a report.",
         epilog="examples:\n  python -m export.all --model runs/edge-default\n"
                "  python -m export.all --builds tflite-int8 onnx-int8 --verify-samples 1000",

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.cli import check_args, common_parser, run_builds
+from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.tflite", parents=[common_parser()], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m export.tflite", parents=[common_parser()], formatter_class=HelpFormatter,
         description="Export a TFLite build (float32 by default) and verify it through the runtime.",
         epilog="examples:\n  python -m export.tflite --int8\n"
                "  python -m export.tflite --f16 --model runs/edge-default --out /tmp/signs_f16.tflite",

@@ -22,6 +22,7 @@ import numpy as np
 
 from runtime.atomic import write_text_atomic
 from runtime.builds import read_metadata, sidecar_of
+from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 
 DEFAULT_MAX_REJECT = 0.01
@@ -98,7 +99,7 @@ def calibrate(build: Path, model_dir: Path | None = None, max_reject: float = DE
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.threshold", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m export.threshold", formatter_class=HelpFormatter,
         description="Calibrate (or set) a build's unknown threshold.",
         epilog="examples:\n  python -m export.threshold --build runs/edge-default/model_int8.tflite\n"
                "  python -m export.threshold --build runs/edge-default/model_int8.onnx --value 0.8",

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
 from train.augment import AugmentConfig
 from train.data.formats import FORMATS
@@ -33,7 +34,7 @@ def default_data() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train", description="Train a traffic-sign CNN (GPU when one is visible, else CPU).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="examples:\n  python -m train --data ../shared/data/gtsrb\n"
                "  python -m train --data data/GTSRB --arch notebook-d --epochs 30 --out runs/nbd",
     )

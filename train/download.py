@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from runtime.atomic import ensure_writable_dir
+from runtime.cli import HelpFormatter
 from runtime.errors import SignkitError, cli_errors
 
 
@@ -123,7 +124,7 @@ def download(dataset: str, to: Path, *, base_url: str | None = None, progress: b
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.download", description="Download official dataset archives (verified, resumable).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="examples:\n  python -m train.download gtsrb --to data/GTSRB\n  python -m train.download cifar10 --to data/cifar10",
     )
     p.add_argument("dataset", choices=sorted(DATASETS))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import ensure_writable_dir, write_text_atomic
+from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.metrics import classification_report
 from runtime.preprocess import PreprocessSpec, to_model_input
@@ -87,7 +88,7 @@ def format_table(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.evaluate", description="Score a trained model on its validation split or a test set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="examples:\n  python -m train.evaluate --model runs/edge-default --data ../shared/data/gtsrb --split val\n"
                "  python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --json",
     )

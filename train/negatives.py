@@ -23,10 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.atomic import ensure_writable_dir, write_text_atomic
+from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import ProposalConfig, Ranker, propose
 from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
+
 
 def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Generator,
                    ranker: Ranker | None = None, pool: int = 256) -> list[tuple[int, int, int, int]]:
@@ -81,7 +83,7 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.negatives", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m train.negatives", formatter_class=HelpFormatter,
         description="Mine not-a-sign crops from annotated road frames for a background class.",
         epilog="examples:\n  python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even\n"
                "  python -m train --data ../shared/data/gtsrb --background data/negatives",

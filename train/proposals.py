@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.atomic import write_text_atomic
+from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import FEATURES, RANKER_FILE, Candidates, ProposalConfig, Ranker, candidates, propose
 from runtime.roi import Annotation, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
@@ -88,7 +89,7 @@ def proposal_recall(frames: dict[str, np.ndarray], gt: dict[str, list[Annotation
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.proposals", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m train.proposals", formatter_class=HelpFormatter,
         description="Fit the proposal stage's ranking on annotated road frames (numpy only, seconds).",
         epilog="example:\n  python -m train.proposals --frames ../shared/data/gtsdb --subset even",
     )
