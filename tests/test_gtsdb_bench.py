@@ -49,8 +49,12 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None
         else:
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is None
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "gt", "--threads", "1"]) == 0
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "gt", "--threads", "1",
+                       "--repeat", "1"]) == 0
     assert "top1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--repeat", "0"])
+    assert e.value.code == 2
 
 
 def test_bench_gtsdb_bad_folder(tmp_path, capsys):
