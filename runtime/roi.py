@@ -132,7 +132,10 @@ def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np
 
 
 def nms(boxes: Sequence[Sequence[float]], scores: Sequence[float], iou_threshold: float = 0.3) -> list[int]:
-    """Indices of the boxes kept by greedy non-maximum suppression, best score first (OpenCV's C++ NMS)."""
+    """Indices of the boxes kept by greedy non-maximum suppression, best score first (OpenCV's C++ NMS).
+
+    Of two boxes with the same score the one listed first wins (an int8 build's probabilities come in
+    steps of 1/256, so ties are common; callers list their boxes best first)."""
     if len(boxes) == 0:
         return []
     b = np.asarray(boxes, np.float64).reshape(-1, 4)

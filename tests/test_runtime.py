@@ -46,6 +46,14 @@ def test_expanded_box_contains_the_box_and_crop_has_model_size(x1, y1, bw, bh, m
     assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
 
 
+def test_nms_breaks_ties_by_position_and_orders_by_score():
+    a, b, c = (0, 0, 10, 10), (1, 0, 11, 10), (50, 50, 60, 60)  # a and b overlap
+    assert nms([a, b, c], [0.996, 0.996, 0.5], 0.3) == [0, 2]
+    assert nms([b, a, c], [0.996, 0.996, 0.5], 0.3) == [0, 2]  # the first listed wins a tie, whichever box it is
+    assert nms([a, b, c], [0.2, 0.9, 0.5], 0.3) == [1, 2]
+    assert nms([c, a], [-3.0, -1.0], 0.3) == [1, 0]  # any real scores, negative too
+
+
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(1, 40), st.integers(1, 40)), max_size=12))
 def test_nms_keeps_no_two_overlapping_boxes(raw):
     boxes = [(x, y, x + w, y + h) for x, y, w, h in raw]
