@@ -12,7 +12,9 @@ frames over decoded. Each setting runs ``--repeat`` times and the fastest pass i
 scores are the same every pass.
 
 Frames that fitted the proposal ranker (``--ranker``, default the runtime's own) or mined the
-build's background class are left out: a frame that trained the pipeline cannot test it.
+build's background class are left out: a frame that trained the pipeline cannot test it. To score
+every frame, give two builds (and their rankers) trained on complementary halves: each is scored on
+the frames it did not train on, and the two are pooled.
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ class PipelineScore:
     recall: float
     f1: float
     top1_accuracy: float | None  # ground-truth boxes only: argmax class, threshold ignored
-    true_positives: int  # the counts behind precision and recall, to pool runs over other frames
+    true_positives: int  # the counts behind the ratios, to pool runs over other frames (see pool)
     detections: int
+    signs_proposed: int = 0
+    top1_right: int = 0
     ms: dict[str, float] = field(default_factory=dict)  # median per frame, per stage
+    build: str = ""
 
     @property
     def fps(self) -> float:
@@ -120,13 +125,30 @@ def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: di
             covered += int((iou_matrix([a.box for a in truth], kept).max(axis=1) >= iou).sum())
         if proposals == "gt":
             top1_right += int(sum(int(np.argmax(p)) == a.class_id for p, a in zip(probs, truth)))
-    precision = tp / n_det if n_det else 0.0
-    recall = tp / n_gt if n_gt else 0.0
+    return _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
+                  {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path))
+
+
+def _score(proposals: str, threads: int, frames: int, signs: int, props: int, covered: int, tp: int, dets: int,
+           top1_right: int, ms: dict[str, float], build: str) -> PipelineScore:
+    precision = tp / dets if dets else 0.0
+    recall = tp / signs if signs else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return PipelineScore(proposals, clf.threads, len(frames), n_gt, n_props / max(len(frames), 1),
-                         covered / n_gt if n_gt else 0.0, precision, recall, f1,
-                         top1_right / n_gt if proposals == "gt" and n_gt else None, tp, n_det,
-                         {k: float(np.median(v)) for k, v in stages.items()})
+    return PipelineScore(proposals, threads, frames, signs, props / max(frames, 1), covered / signs if signs else 0.0,
+                         precision, recall, f1, top1_right / signs if proposals == "gt" and signs else None, tp, dets,
+                         covered, top1_right, ms, build)
+
+
+def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
+    """One score over the frames of several runs (e.g. two folds, each build on the frames it did not train on).
+
+    The counts add up; the milliseconds are the runs' per-frame medians averaged by frame count."""
+    n = sum(s.frames for s in scores)
+    ms = {k: sum(s.ms[k] * s.frames for s in scores) / max(n, 1) for k in scores[0].ms}
+    return _score(scores[0].proposals, scores[0].threads, n, sum(s.signs for s in scores),
+                  round(sum(s.proposals_per_frame * s.frames for s in scores)), sum(s.signs_proposed for s in scores),
+                  sum(s.true_positives for s in scores), sum(s.detections for s in scores),
+                  sum(s.top1_right for s in scores), ms, "pooled")
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
@@ -145,9 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.gtsdb", formatter_class=HelpFormatter,
         description="Score the frame pipeline (proposals -> crops -> build) on GTSDB-layout frames.",
         epilog="examples:\n  python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb\n"
-               "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json",
+               "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json\n"
+               "  python -m bench.gtsdb --build runs/edge-bg/model_int8.tflite runs/edge-bg-odd/model_int8.tflite "
+               "--ranker runtime/proposal_ranker.json ranker_odd.json --data gtsdb/",
     )
-    p.add_argument("--build", type=Path, required=True, help=".tflite/.onnx build with its metadata")
+    p.add_argument("--build", type=Path, nargs="+", required=True,
+                   help=".tflite/.onnx build(s) with metadata; several (e.g. the two folds) are also pooled")
     p.add_argument("--data", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--proposals", nargs="+", choices=("builtin", "gt"), default=["builtin", "gt"],
                    help="where ROIs come from: the built-in colour proposals, or the ground-truth boxes")
@@ -158,10 +183,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passes over the frames per setting; the fastest is reported (other load only ever adds time)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
-    p.add_argument("--ranker", type=Path, default=None,
-                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+    p.add_argument("--ranker", type=Path, nargs="+", default=None,
+                   help="proposal ranker JSON (python -m train.proposals --out), one for all builds or one per build; "
+                        "default: the runtime's own")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
+
+
+def score_build(build: Path, args: argparse.Namespace, frames: list[tuple[str, np.ndarray]],
+                gt: dict[str, list[Annotation]], ranker: Ranker | None) -> list[PipelineScore]:
+    """Every (threads, proposals) setting of one build, on the frames that did not train it or its ranker."""
+    trained_on = frames_that_trained(read_metadata(build), args.data, ranker)
+    left = [(stem, f) for stem, f in frames if stem not in trained_on]
+    if len(left) < len(frames):
+        print(f"{build}: leaving out {len(frames) - len(left)} frames that trained its background class or the "
+              f"proposal ranker; scoring {len(left)}", file=sys.stderr)
+    if not left:
+        raise ConfigError(f"every chosen frame of {args.data} trained the background class of {build} or the proposal "
+                          "ranker; score other frames (--frames odd) or refit (python -m train.proposals)")
+    scores = []
+    for threads in args.threads:
+        clf = Classifier.from_build(build, threads=threads, threshold=args.threshold)
+        for proposals in args.proposals:
+            runs = [score_pipeline(clf, left, gt, proposals, args.iou, ranker) for _ in range(args.repeat)]
+            scores.append(min(runs, key=lambda s: s.ms["total"]))
+    if not args.json:
+        print(f"{build} on {len(left)} frames of {args.data} ({sum(len(gt.get(s, [])) for s, _ in left)} signs), "
+              f"threshold {clf.threshold:.3f}")
+        print(format_scores(scores))
+    return scores
 
 
 @cli_errors("python -m bench.gtsdb")
@@ -170,30 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.ranker and len(args.ranker) not in (1, len(args.build)):
+        parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
     frames, gt = load_frames(args.data)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
-    ranker = (Ranker.load(args.ranker) if args.ranker else default_ranker()) if "builtin" in args.proposals else None
-    trained_on = frames_that_trained(read_metadata(args.build), args.data, ranker)
-    if trained_on & keep:
-        frames = [(stem, f) for stem, f in frames if stem not in trained_on]
-        print(f"leaving out {len(trained_on & keep)} frames that trained the build's background class or the proposal "
-              f"ranker; scoring {len(frames)}", file=sys.stderr)
-        if not frames:
-            raise ConfigError(f"every chosen frame of {args.data} trained the build's background class or the proposal "
-                              "ranker; score other frames (--frames odd) or refit (python -m train.proposals)")
-    scores = []
-    for threads in args.threads:
-        clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
-        for proposals in args.proposals:
-            runs = [score_pipeline(clf, frames, gt, proposals, args.iou, ranker) for _ in range(args.repeat)]
-            scores.append(min(runs, key=lambda s: s.ms["total"]))
+    rankers: list[Ranker | None] = [None] * len(args.build)
+    if "builtin" in args.proposals:
+        paths = args.ranker * (len(args.build) // len(args.ranker)) if args.ranker else [None] * len(args.build)
+        rankers = [Ranker.load(p) if p else default_ranker() for p in paths]
+    per_build = [score_build(build, args, frames, gt, ranker) for build, ranker in zip(args.build, rankers)]
+    scores = [s for run in per_build for s in run]
+    if len(per_build) > 1:  # the same setting of every build, pooled
+        pooled = [pool([run[i] for run in per_build]) for i in range(len(per_build[0]))]
+        scores += pooled
+        if not args.json:
+            print(f"pooled over the {len(per_build)} builds, each on the frames that did not train it")
+            print(format_scores(pooled))
     if args.json:
         print(json.dumps([{**asdict(s), "fps": s.fps} for s in scores], indent=2))
-    else:
-        print(f"{args.build} on {len(frames)} frames of {args.data} ({sum(len(gt.get(s, [])) for s, _ in frames)} signs), "
-              f"threshold {clf.threshold:.3f}")
-        print(format_scores(scores))
     return 0
 
 

@@ -92,6 +92,27 @@ def test_bench_gtsdb_leaves_out_the_frames_that_fitted_its_ranker(exported, gtsd
 
 
 @pytest.mark.slow
+def test_bench_gtsdb_pools_two_folds(exported, gtsdb_dir, tmp_path, capsys):
+    from train import proposals as fit_cmd
+
+    rankers = [tmp_path / f"{subset}.json" for subset in ("even", "odd")]
+    for subset, path in zip(("even", "odd"), rankers):
+        assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", subset, "--out", str(path), "--quiet"]) == 0
+    capsys.readouterr()
+    build = str(build_file(exported, BUILDS["tflite-int8"]))
+    assert gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers), "--data", str(gtsdb_dir),
+                       "--proposals", "builtin", "--threads", "1", "--repeat", "1", "--json"]) == 0
+    even_fit, odd_fit, pooled = json.loads(capsys.readouterr().out)
+    assert (even_fit["frames"], odd_fit["frames"], pooled["frames"]) == (1, 2, 3)  # each fold on the other's frames
+    assert pooled["build"] == "pooled" and pooled["signs"] == even_fit["signs"] + odd_fit["signs"] == 12
+    assert pooled["true_positives"] == even_fit["true_positives"] + odd_fit["true_positives"]
+    assert pooled["recall"] == pytest.approx(pooled["true_positives"] / 12)
+    with pytest.raises(SystemExit) as e:
+        gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers * 2), "--data", str(gtsdb_dir)])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
 def test_detect_signs_runs_the_frame_pipeline(exported, gtsdb_dir):
     from runtime.classifier import Classifier
     from runtime.detect import OVERLAP_IOU, detect_signs
