@@ -41,11 +41,21 @@ def test_negatives_avoid_signs_and_record_their_frames(frames, mined):
     for crop in manifest["crops"]:
         signs = [a.box for a in gt[crop["frame"]]]
         assert iou_matrix([crop["box"]], signs).max() < 0.1, crop
+        assert negatives.sign_share(crop["box"], signs) <= negatives.MAX_SIGN_SHARE, crop
     for stem in manifest["frames"]:  # no near-copies: each crop shows another region
         boxes = [c["box"] for c in manifest["crops"] if c["frame"] == stem]
         ious = iou_matrix(boxes, boxes)
         assert (ious[~np.eye(len(boxes), dtype=bool)] < 0.5).all()
     assert manifest["gt_sha256"] == annotations_fingerprint(frames)
+
+
+def test_sign_share_is_the_part_of_a_sign_inside_a_box():
+    sign = (100, 100, 120, 120)
+    assert negatives.sign_share((40, 40, 180, 180), [sign]) == 1.0  # IoU 0.02, yet the whole sign shows
+    assert iou_matrix([(40, 40, 180, 180)], [sign]).max() < 0.1
+    assert negatives.sign_share((110, 100, 200, 200), [sign]) == 0.5
+    assert negatives.sign_share((0, 0, 50, 50), [sign, (40, 40, 60, 50)]) == 0.5
+    assert negatives.sign_share((0, 0, 50, 50), []) == 0.0
 
 
 def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys):

@@ -5,7 +5,8 @@
 
 Crops come from a wide pool of built-in proposals (the hard negatives the runtime will meet, not
 only the most sign-like) and from random boxes of sign size, all with IoU < 0.1 to every annotated
-sign and none a near-copy of another (IoU < 0.5). Each crop is the box plus the
+sign, holding no more than a quarter of any sign (a box four times a sign's side has IoU < 0.1
+with it, yet the sign is plain to see in the crop), and none a near-copy of another (IoU < 0.5). Each crop is the box plus the
 classifier's margin, as the runtime would cut it. ``negatives.json`` records the frames used, so
 ``bench.gtsdb`` can leave them out of its scores: a frame that trained the model cannot test it.
 """
@@ -30,9 +31,23 @@ from runtime.proposals import ProposalConfig, Ranker, propose
 from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
 
 
+MAX_SIGN_SHARE = 0.25  # of a sign's area a negative may hold
+
+
+def sign_share(box: Sequence[float], signs: Sequence[Sequence[float]]) -> float:
+    """The largest fraction of one sign's area that lies inside ``box`` (0 without signs)."""
+    if not signs:
+        return 0.0
+    s = np.asarray(signs, np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(box[2], s[:, 2]) - np.maximum(box[0], s[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], s[:, 3]) - np.maximum(box[1], s[:, 1]), 0, None)
+    return float((iw * ih / ((s[:, 2] - s[:, 0]) * (s[:, 3] - s[:, 1]))).max())
+
+
 def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Generator,
                    ranker: Ranker | None = None, pool: int = 256) -> list[tuple[int, int, int, int]]:
-    """Up to ``count`` boxes with IoU < 0.1 to every sign: two thirds drawn from a wide pool of
+    """Up to ``count`` boxes with IoU < 0.1 to every sign and at most a quarter of any sign inside
+    (:data:`MAX_SIGN_SHARE`): two thirds drawn from a wide pool of
     proposals (the regions the runtime will hand over, not only the most sign-like), one third
     random boxes of sign size; none overlapping another by IoU >= 0.5 (no near-copies)."""
     h, w = frame.shape[:2]
@@ -47,7 +62,7 @@ def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Ge
     for box in candidates:
         if len(chosen) == count:
             break
-        if signs and iou_matrix([box], signs).max() >= 0.1:
+        if signs and (iou_matrix([box], signs).max() >= 0.1 or sign_share(box, signs) > MAX_SIGN_SHARE):
             continue
         if chosen and iou_matrix([box], chosen).max() >= 0.5:
             continue
