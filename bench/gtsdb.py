@@ -227,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [(stem, f) for stem, f in frames if stem in keep]
     rankers: list[Ranker | None] = [None] * len(args.build)
     if "builtin" in args.proposals:
-        paths = args.ranker * (len(args.build) // len(args.ranker)) if args.ranker else [None] * len(args.build)
-        rankers = [Ranker.load(p) if p else default_ranker() for p in paths]
+        loaded = [Ranker.load(p) for p in args.ranker] if args.ranker else [default_ranker()]
+        rankers = loaded if len(loaded) == len(args.build) else loaded * len(args.build)  # one for all
     per_build = [score_build(build, args, frames, gt, ranker) for build, ranker in zip(args.build, rankers)]
     scores = [s for run in per_build for s in run]
     if len(per_build) > 1:  # the same setting of every build, pooled

@@ -159,12 +159,13 @@ def _cue_components(cue: Cue, level: int, maps: dict[str, np.ndarray], cfg: Prop
     return _components(mask, cue.kind == "hole", cue.grow, cfg)
 
 
-def _features(xywh: np.ndarray, area: np.ndarray, level: np.ndarray, grow: np.ndarray, colour: np.ndarray,
+def _features(xywh: np.ndarray, area: np.ndarray, level: np.ndarray, sign: tuple[np.ndarray, ...], colour: np.ndarray,
               integrals: dict[str, np.ndarray], cfg: ProposalConfig) -> np.ndarray:
-    """:data:`FEATURES` of every candidate, from integral images (one vectorised pass per frame)."""
+    """:data:`FEATURES` of every candidate, from integral images (one vectorised pass per frame).
+
+    ``sign`` is the sign's box each cue implies: centres and half sizes (cx, cy, sw, sh)."""
     bw, bh = xywh[:, 2], xywh[:, 3]
-    cx, cy = xywh[:, 0] + bw / 2, xywh[:, 1] + bh / 2
-    sw, sh = bw * grow / 2, bh * grow / 2  # the sign's half sizes
+    cx, cy, sw, sh = sign
     face_v, n_face = _box_mean(integrals["v"], cx, cy, bw * 0.3, bh * 0.3)
     face_s, _ = _box_mean(integrals["s"], cx, cy, bw * 0.3, bh * 0.3)
     sign_v, n_sign = _box_mean(integrals["v"], cx, cy, sw, sh)
@@ -198,9 +199,9 @@ def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) ->
     level = np.concatenate([np.full(len(f[3]), f[1], np.float64) for f in found])
     xywh, area = np.vstack([f[2] for f in found]), np.concatenate([f[3] for f in found])
     grow = np.array([c.grow for c in cfg.cues])[cue]
-    feats = _features(xywh, area, level, grow, np.array([c.colour for c in cfg.cues])[cue], integrals, cfg)
     cx, cy = xywh[:, 0] + xywh[:, 2] / 2, xywh[:, 1] + xywh[:, 3] / 2
-    sw, sh = xywh[:, 2] * grow / 2, xywh[:, 3] * grow / 2
+    sw, sh = xywh[:, 2] * grow / 2, xywh[:, 3] * grow / 2  # the sign's half sizes
+    feats = _features(xywh, area, level, (cx, cy, sw, sh), np.array([c.colour for c in cfg.cues])[cue], integrals, cfg)
     xyxy = np.stack([cx - sw, cy - sh, cx + sw, cy + sh], axis=1) / cfg.scale
     xyxy[:, :2] = np.floor(np.maximum(xyxy[:, :2], 0))
     xyxy[:, 2:] = np.ceil(np.minimum(xyxy[:, 2:], (w, h)))
