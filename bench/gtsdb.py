@@ -4,10 +4,10 @@
     python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
 
 Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
-the right class; "unknown" predictions and overlapping duplicates are dropped, as
-``runtime.detect.detect_signs`` does), per-stage milliseconds per frame (proposals,
-crop+preprocess, invoke) for each thread count, and with ground-truth boxes as proposals the
-classification-only accuracy on real camera crops. Frame decoding is not timed: a camera hands
+the right class), per-stage milliseconds per frame (proposals, crop+preprocess, invoke, post) for
+each thread count, and with ground-truth boxes as proposals the classification-only accuracy on
+real camera crops. Every frame goes through ``runtime.pipeline.FramePipeline.run``, the code users
+call, and its own stage times are what is reported. Frame decoding is not timed: a camera hands
 frames over decoded. Each setting runs ``--repeat`` times and the fastest pass is reported; the
 scores are the same every pass.
 
@@ -22,20 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
 from runtime.builds import read_metadata
-from runtime.classifier import Classifier, Detection, Prediction
+from runtime.classifier import Classifier, Prediction
 from runtime.cli import HelpFormatter
-from runtime.detect import keep_signs
 from runtime.errors import ConfigError, cli_errors
-from runtime.proposals import Ranker, default_ranker, propose
-from runtime.roi import Annotation, Box, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
+from runtime.pipeline import FramePipeline
+from runtime.proposals import Ranker, default_ranker
+from runtime.roi import Box, iou_matrix
 
 
 @dataclass
@@ -56,6 +56,7 @@ class PipelineScore:
     top1_right: int = 0
     ms: dict[str, float] = field(default_factory=dict)  # median per frame, per stage
     build: str = ""
+    threshold: float = 0.0  # the build's unknown threshold (or --threshold)
 
     @property
     def fps(self) -> float:
@@ -99,44 +100,39 @@ def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: floa
     return tp
 
 
-def score_pipeline(clf: Classifier, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],
-                   proposals: str, iou: float = 0.5, ranker: Ranker | None = None) -> PipelineScore:
+def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],
+                   proposals: str, iou: float = 0.5) -> PipelineScore:
+    """One pass of the pipeline over the frames: "builtin" proposals, or the "gt" boxes classified as given."""
     tp = n_det = n_gt = covered = n_props = top1_right = 0
-    stages: dict[str, list[float]] = {"proposals": [], "crop+preprocess": [], "invoke": [], "total": []}
+    stages: dict[str, list[float]] = {}
     for stem, frame in frames:
         truth = gt.get(stem, [])
-        t0 = time.perf_counter()
-        boxes = [a.box for a in truth] if proposals == "gt" else [p.box for p in propose(frame, ranker=ranker)]
-        t1 = time.perf_counter()
-        kept, x = clf.prepare_rois(frame, boxes)
-        t2 = time.perf_counter()
-        probs = clf.predict_proba(x)
-        t3 = time.perf_counter()
-        signs = keep_signs([Detection(b, p) for b, p in zip(kept, clf.predictions(probs))])
-        t4 = time.perf_counter()  # total includes decoding the scores and dropping duplicates
-        for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t0)):
-            stages[k].append(1000 * v)
-        dets = [(d.box, d.prediction) for d in signs]
+        result = pipe.run(frame, [a.box for a in truth] if proposals == "gt" else None)
+        for k, v in result.ms.to_dict().items():
+            stages.setdefault(k, []).append(v)
+        dets = [(d.box, d.prediction) for d in result.detections]
         tp += match(dets, truth, iou)
         n_det += len(dets)
         n_gt += len(truth)
+        kept = [d.box for d in result.classified if d is not None]
         n_props += len(kept)
         if truth and kept:
             covered += int((iou_matrix([a.box for a in truth], kept).max(axis=1) >= iou).sum())
-        if proposals == "gt":
-            top1_right += int(sum(int(np.argmax(p)) == a.class_id for p, a in zip(probs, truth)))
+        if proposals == "gt":  # classified[i] is the i-th annotation's box (None if it had no area in the frame)
+            top1_right += sum(d is not None and d.prediction.top_k[0][0] == a.class_id for d, a in zip(result.classified, truth))
+    clf = pipe.classifier
     return _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
-                  {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path))
+                  {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path), clf.threshold)
 
 
 def _score(proposals: str, threads: int, frames: int, signs: int, props: int, covered: int, tp: int, dets: int,
-           top1_right: int, ms: dict[str, float], build: str) -> PipelineScore:
+           top1_right: int, ms: dict[str, float], build: str, threshold: float = 0.0) -> PipelineScore:
     precision = tp / dets if dets else 0.0
     recall = tp / signs if signs else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return PipelineScore(proposals, threads, frames, signs, props / max(frames, 1), covered / signs if signs else 0.0,
                          precision, recall, f1, top1_right / signs if proposals == "gt" and signs else None, tp, dets,
-                         covered, top1_right, ms, build)
+                         covered, top1_right, ms, build, threshold)
 
 
 def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
@@ -152,13 +148,13 @@ def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
-    lines = [f"{'proposals':<9} {'thr':>3} {'props/fr':>8} {'prop rec':>8} {'prec':>6} {'recall':>6} {'F1':>6} {'top1':>6} "
-             f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms tot':>7} {'fps':>6}"]
+    lines = [(f"{'proposals':<9} {'thr':>3} {'props/fr':>8} {'prop rec':>8} {'prec':>6} {'recall':>6} {'F1':>6} {'top1':>6} "
+              f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms post':>7} {'ms tot':>7} {'fps':>6}")]
     for s in scores:
         top1 = f"{s.top1_accuracy:6.3f}" if s.top1_accuracy is not None else f"{'-':>6}"
         lines.append(f"{s.proposals:<9} {s.threads:>3} {s.proposals_per_frame:8.1f} {s.proposal_recall:8.3f} {s.precision:6.3f} "
                      f"{s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} {s.ms['crop+preprocess']:7.2f} "
-                     f"{s.ms['invoke']:7.2f} {s.ms['total']:7.2f} {s.fps:6.1f}")
+                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['total']:7.2f} {s.fps:6.1f}")
     return "\n".join(lines)
 
 
@@ -190,27 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def score_build(build: Path, args: argparse.Namespace, frames: list[tuple[str, np.ndarray]],
-                gt: dict[str, list[Annotation]], ranker: Ranker | None) -> list[PipelineScore]:
-    """Every (threads, proposals) setting of one build, on the frames that did not train it or its ranker."""
-    trained_on = frames_that_trained(read_metadata(build), args.data, ranker)
+def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], data: Path, *,
+                ranker: Ranker | None, threads: Sequence[int] = (1, 2), proposals: Sequence[str] = ("builtin", "gt"),
+                repeat: int = 3, iou: float = 0.5, threshold: float | None = None) -> list[PipelineScore]:
+    """Every (threads, proposals) setting of one build, on the frames of ``data`` that trained neither it nor its ranker.
+
+    Each setting runs ``repeat`` times; the fastest pass is kept (the scores are the same every pass).
+    """
+    trained_on = frames_that_trained(read_metadata(build), data, ranker)
     left = [(stem, f) for stem, f in frames if stem not in trained_on]
     if len(left) < len(frames):
         print(f"{build}: leaving out {len(frames) - len(left)} frames that trained its background class or the "
               f"proposal ranker; scoring {len(left)}", file=sys.stderr)
     if not left:
-        raise ConfigError(f"every chosen frame of {args.data} trained the background class of {build} or the proposal "
+        raise ConfigError(f"every chosen frame of {data} trained the background class of {build} or the proposal "
                           "ranker; score other frames (--frames odd) or refit (python -m train.proposals)")
     scores = []
-    for threads in args.threads:
-        clf = Classifier.from_build(build, threads=threads, threshold=args.threshold)
-        for proposals in args.proposals:
-            runs = [score_pipeline(clf, left, gt, proposals, args.iou, ranker) for _ in range(args.repeat)]
+    for n in threads:
+        pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker)
+        for kind in proposals:
+            runs = [score_pipeline(pipe, left, gt, kind, iou) for _ in range(repeat)]
             scores.append(min(runs, key=lambda s: s.ms["total"]))
-    if not args.json:
-        print(f"{build} on {len(left)} frames of {args.data} ({sum(len(gt.get(s, [])) for s, _ in left)} signs), "
-              f"threshold {clf.threshold:.3f}")
-        print(format_scores(scores))
     return scores
 
 
@@ -227,9 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [(stem, f) for stem, f in frames if stem in keep]
     rankers: list[Ranker | None] = [None] * len(args.build)
     if "builtin" in args.proposals:
-        loaded = [Ranker.load(p) for p in args.ranker] if args.ranker else [default_ranker()]
+        loaded: list[Ranker | None] = [Ranker.load(p) for p in args.ranker] if args.ranker else [default_ranker()]
         rankers = loaded if len(loaded) == len(args.build) else loaded * len(args.build)  # one for all
-    per_build = [score_build(build, args, frames, gt, ranker) for build, ranker in zip(args.build, rankers)]
+    per_build = []
+    for build, ranker in zip(args.build, rankers):
+        scores = score_build(build, frames, gt, args.data, ranker=ranker, threads=args.threads, proposals=args.proposals,
+                             repeat=args.repeat, iou=args.iou, threshold=args.threshold)
+        per_build.append(scores)
+        if not args.json:
+            n_frames, n_signs = scores[0].frames, scores[0].signs
+            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}")
+            print(format_scores(scores))
     scores = [s for run in per_build for s in run]
     if len(per_build) > 1:  # the same setting of every build, pooled
         pooled = [pool([run[i] for run in per_build]) for i in range(len(per_build[0]))]

@@ -10,21 +10,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from export.cli import check_args, common_parser, run_builds
+from export.builder import export_builds
+from export.cli import common_parser, parse_common, print_results
 from runtime.builds import BUILDS
 from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
+from train.runs import Run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.all", parents=[common_parser()], formatter_class=HelpFormatter,
-        description="Export all six builds (TFLite f32/f16/dynamic/int8, ONNX f32/int8) with verification and a report.",
+        description="Export every build of the registry, each verified through the runtime, and a report:\n"
+                    + "\n".join(f"  {b.name:<15} {b.description}" for b in BUILDS.values()),
         epilog="examples:\n  python -m export.all --model runs/edge-default\n"
                "  python -m export.all --builds tflite-int8 onnx-int8 --verify-samples 1000",
     )
     p.add_argument("--builds", nargs="+", choices=list(BUILDS), default=list(BUILDS), metavar="BUILD",
-                   help=f"subset of builds ({', '.join(BUILDS)})")
+                   help="export only these builds (names above)")
     return p
 
 
@@ -32,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_args(parser, args)
-    return run_builds(args, args.builds)
+    calibration, options = parse_common(parser, args)
+    return print_results(*export_builds(Run.resolve(args.model), args.builds, calibration=calibration,
+                                        verify_samples=args.verify_samples, options=options, out=None))
 
 
 if __name__ == "__main__":

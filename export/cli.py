@@ -1,14 +1,12 @@
-"""Flags shared by every export command (one parent parser) and the code that runs a list of builds."""
+"""Flags shared by every export command (one parent parser), and how their results are printed."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from export.inputs import load_inputs, resolve_model_dir
-from export.pipeline import BuildResult, export_build
-from export.report import write_report
+from export.builder import BuildResult, ExportOptions
+from export.inputs import Calibration, ExportInputs
 from export.verify import Gate, VerificationError, format_table
 
 
@@ -26,36 +24,29 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def parse_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Calibration, ExportOptions]:
+    """The shared flags as the typed arguments of ``export_builds`` (the one place they are read)."""
     if args.calib_samples < 1:
         parser.error("--calib-samples must be at least 1")
     if args.verify_samples is not None and args.verify_samples < 1:
         parser.error("--verify-samples must be at least 1")
+    return (Calibration(args.calib_data, args.calib_samples),
+            ExportOptions(verify=not args.no_verify, gate=Gate(args.min_agreement, args.max_drop), io_dtype=args.io_dtype))
 
 
-def run_builds(args: argparse.Namespace, names: list[str], out: Path | None = None) -> int:
-    """Export ``names`` from one loaded model; print the figures; exit 1 if any build failed its gate."""
-    model_dir = resolve_model_dir(args.model)
-    print(f"loading {model_dir} and its calibration/verification data ...", file=sys.stderr)
-    inputs = load_inputs(model_dir, calib_data=args.calib_data, calib_samples=args.calib_samples,
-                         verify_samples=args.verify_samples)
-    gate = Gate(args.min_agreement, args.max_drop)
-    results: list[BuildResult] = []
-    for name in names:
-        print(f"exporting {name} ...", file=sys.stderr)
-        results.append(export_build(inputs, name, out, verify=not args.no_verify, gate=gate, io_dtype=args.io_dtype))
-    json_path, md_path = write_report(model_dir, [r.report_entry() for r in results])
+def print_results(inputs: ExportInputs, results: list[BuildResult]) -> int:
+    """The figures of each build; raise (exit 1) if any failed its gate."""
     print(f"float model: validation accuracy {inputs.float_accuracy:.4f} on {len(inputs.verify_y)} images")
     for r in results:
         a = r.analysis
         where = r.path if r.path else "not written (failed the gate)"
         int_note = "" if r.spec.precision != "int8" else (" integer-only" if a["integer_only"] else f" float ops: {', '.join(a['non_integer_ops'])}")
-        calib = f", calibration {r.calibration_seconds:.1f}s" if r.calibration_seconds else ""
+        calib = f", convert+calibrate {r.convert_seconds:.1f}s" if r.convert_seconds else ""
         print(f"{r.spec.name:<15} {r.size_kb:8.1f} KB  ops: {', '.join(a['ops'])}{int_note}{calib} -> {where}")
     verified = [r.verification for r in results if r.verification]
     if verified:
         print(format_table(verified))
-    print(f"report: {md_path} ({json_path.name})")
+    print(f"report: {inputs.run.path / 'export_report.md'}")
     failed = [r.spec.name for r in results if not r.passed]
     if failed:
         raise VerificationError(f"{', '.join(failed)} failed verification and were not written; see the table above "

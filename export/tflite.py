@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.cli import check_args, common_parser, run_builds
+from export.builder import export_builds
+from export.cli import common_parser, parse_common, print_results
 from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
+from train.runs import Run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +44,9 @@ def build_name(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_args(parser, args)
-    return run_builds(args, [build_name(args)], args.out)
+    calibration, options = parse_common(parser, args)
+    return print_results(*export_builds(Run.resolve(args.model), [build_name(args)], calibration=calibration,
+                                        verify_samples=args.verify_samples, options=options, out=args.out))
 
 
 if __name__ == "__main__":

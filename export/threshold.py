@@ -13,87 +13,42 @@ right, wrong and not-sure predictions for every threshold.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from runtime.atomic import write_text_atomic
-from runtime.builds import read_metadata, sidecar_of
+from export.metadata import write_metadata
+from export.verify import DEFAULT_MAX_REJECT, pick_threshold, predict_all, threshold_curve
+from runtime.atomic import folder_lock
+from runtime.builds import read_metadata
+from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
-
-DEFAULT_MAX_REJECT = 0.01
-
-
-def pick_threshold(probs: np.ndarray, labels: np.ndarray, max_reject: float = DEFAULT_MAX_REJECT) -> float:
-    """The largest threshold that turns at most ``max_reject`` of the correct predictions into "unknown"."""
-    top = probs.max(1)
-    correct = top[probs.argmax(1) == labels]
-    if correct.size == 0:
-        return 0.0
-    return float(np.floor(np.quantile(correct, max_reject, method="lower") * 1000) / 1000)
-
-
-def threshold_curve(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Fractions of right, wrong and not-sure (below threshold) predictions per threshold."""
-    t = np.linspace(0, 1, 101) if thresholds is None else thresholds
-    top, right = probs.max(1), probs.argmax(1) == labels
-    sure = top[None, :] >= t[:, None]
-    return {"threshold": t, "right": (sure & right).mean(1), "wrong": (sure & ~right).mean(1), "unsure": (~sure).mean(1)}
-
-
-def plot_curve(curve: dict[str, np.ndarray], chosen: float, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from runtime.atomic import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key, colour in (("right", "tab:green"), ("wrong", "tab:red"), ("unsure", "tab:gray")):
-        ax.plot(curve["threshold"], curve[key], color=colour, label=key)
-    ax.axvline(chosen, ls="--", color="k", label=f"threshold {chosen:.3f}")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("threshold on the top probability")
-    ax.set_ylabel("fraction of validation images")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from runtime.preprocess import to_model_input
+from train.runs import Run
 
 
 def set_threshold(build: Path, value: float) -> None:
     """Write ``value`` into the build's sidecar (and, for ONNX, its metadata_props)."""
     meta = read_metadata(build)
-    meta["threshold"] = value
-    if build.suffix == ".onnx":
-        from export.pipeline import embed_onnx_metadata
-
-        embed_onnx_metadata(build, {k: v for k, v in meta.items() if k != "verification"})
-    write_text_atomic(sidecar_of(build), json.dumps(meta, indent=2))
+    with folder_lock(build.parent, "export.threshold"):
+        write_metadata(build, {**meta, "threshold": value, "threshold_rule": "set by hand"})
 
 
-def calibrate(build: Path, model_dir: Path | None = None, max_reject: float = DEFAULT_MAX_REJECT) -> tuple[float, Path]:
-    """Run ``build`` on its model's validation split, set the threshold, plot the curve."""
-    from export.inputs import load_inputs
-    from export.verify import predict_all
-    from runtime.classifier import Classifier
+def calibrate(build: Path, run: Run | None = None, max_reject: float = DEFAULT_MAX_REJECT) -> tuple[float, Path]:
+    """Run ``build`` on its run's validation split, set the threshold, plot the curve."""
+    from train.plots import plot_threshold_curve
 
     meta = read_metadata(build)
-    model_dir = model_dir or Path(meta["float_model"]["path"]).parent
-    inputs = load_inputs(model_dir, calib_samples=1, need_calibration=False)
-    probs = predict_all(Classifier.from_build(build), inputs.verify_x)
-    value = pick_threshold(probs, inputs.verify_y, max_reject)
-    set_threshold(build, value)
-    png = plot_curve(threshold_curve(probs, inputs.verify_y), value, build.with_name(build.name + ".threshold.png"),
-                     f"{meta['build']}: right / wrong / not sure vs threshold")
+    run = run or Run.of_build(build, meta)
+    val = run.split("val")
+    probs = predict_all(Classifier.from_build(build), to_model_input(val.images, run.preprocess))
+    value = pick_threshold(probs, val.labels, max_reject)
+    with folder_lock(build.parent, "export.threshold"):
+        write_metadata(build, {**meta, "threshold": value,
+                               "threshold_rule": f"keeps {100 * (1 - max_reject):g} % of correct validation predictions"})
+    png = plot_threshold_curve(threshold_curve(probs, val.labels), value, build.with_name(build.name + ".threshold.png"),
+                               f"{meta['build']}: right / wrong / not sure vs threshold")
     return value, png
 
 
@@ -105,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m export.threshold --build runs/edge-default/model_int8.onnx --value 0.8",
     )
     p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its sidecar")
-    p.add_argument("--model", type=Path, default=None, help="its training run (default: from the build's metadata)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="its training run (default: the run beside the build, else the one its metadata names)")
     p.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
                    help="fraction of correct validation predictions allowed to fall below the threshold")
     p.add_argument("--value", type=float, default=None, help="set this threshold instead of calibrating")
@@ -126,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_threshold(args.build, args.value)
         print(f"{args.build}: threshold set to {args.value}")
         return 0
-    value, png = calibrate(args.build, args.model, args.max_reject)
+    value, png = calibrate(args.build, Run.open(args.model) if args.model else None, args.max_reject)
     print(f"{args.build}: threshold {value:.3f} (rejects {100 * args.max_reject:g} % of correct validation predictions); curve: {png}")
     return 0
 

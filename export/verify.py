@@ -11,6 +11,8 @@ from runtime.classifier import Classifier
 from runtime.errors import SignkitError
 from runtime.metrics import classification_report
 
+DEFAULT_MAX_REJECT = 0.01
+
 
 class VerificationError(SignkitError):
     """One or more builds failed the gate; the message is the table of figures."""
@@ -72,3 +74,20 @@ def format_table(results: list[Verification]) -> str:
         if not v.passed:
             lines.append("    worst classes: " + ", ".join(f"{c} {n[:24]} ({r:.2f})" for c, n, r in v.worst))
     return "\n".join(lines)
+
+
+def pick_threshold(probs: np.ndarray, labels: np.ndarray, max_reject: float = DEFAULT_MAX_REJECT) -> float:
+    """The largest threshold that turns at most ``max_reject`` of the correct predictions into "unknown"."""
+    top = probs.max(1)
+    correct = top[probs.argmax(1) == labels]
+    if correct.size == 0:
+        return 0.0
+    return float(np.floor(np.quantile(correct, max_reject, method="lower") * 1000) / 1000)
+
+
+def threshold_curve(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Fractions of right, wrong and not-sure (below threshold) predictions per threshold (notebook A's study)."""
+    t = np.linspace(0, 1, 101) if thresholds is None else thresholds
+    top, right = probs.max(1), probs.argmax(1) == labels
+    sure = top[None, :] >= t[:, None]
+    return {"threshold": t, "right": (sure & right).mean(1), "wrong": (sure & ~right).mean(1), "unsure": (~sure).mean(1)}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +60,55 @@ def write_bytes_atomic(dest: Path, data: bytes) -> Path:
 
 def write_text_atomic(dest: Path, text: str) -> Path:
     return write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Delete the temp files (``.NAME.xxxx.part...``) an interrupted writer left in ``folder``.
+
+    Call it only while holding :func:`folder_lock`, so no live writer's temp file is taken."""
+    stale = [p for p in Path(folder).iterdir() if p.is_file() and p.name.startswith(".") and ".part" in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+LOCK_NAME = ".signkit.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on a folder for the duration; fail at once, naming the holder, if another has it.
+
+    The lock is ``flock`` on ``FOLDER/.signkit.lock``, which names its holder: the kernel drops it when
+    the holder exits, however it exits, so a crashed run never leaves a folder locked. The file is
+    removed on release. (Where ``fcntl`` does not exist, Windows, nothing is locked.)
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a target platform
+        yield
+        return
+    path = Path(folder) / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{folder} is in use by {holder}; wait for it to finish or choose another folder") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the previous holder removed the file between our open and flock: lock the new one
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()}, since {started})\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock

@@ -7,6 +7,7 @@ the model's own scale and zero-point.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,13 @@ def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> 
 
 
 class TFLiteBackend:
-    """A TFLite interpreter that resizes its batch dimension to take every crop of a frame at once."""
+    """A TFLite interpreter that resizes its batch dimension to take every crop of a frame at once.
+
+    An interpreter holds one set of tensors: two threads calling set/invoke/get at once raise
+    "There is at least 1 reference to internal data" or, worse, read each other's outputs. So
+    ``run`` holds a lock from resize to the copied-out result: a shared backend answers one call at a
+    time, each with its own input's result. Open one Classifier per thread to run them in parallel.
+    """
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         interpreter_class = load_tflite_interpreter_class()
@@ -74,6 +81,7 @@ class TFLiteBackend:
         self.input_quant = self._in["quantization"]
         self.output_quant = self._out["quantization"]
         self._batch = int(self._in["shape"][0])
+        self._lock = threading.Lock()
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         if len(x) != self._batch:
@@ -85,19 +93,22 @@ class TFLiteBackend:
             x = _quantize(x, scale, zp, self.input_dtype)
         self.interpreter.set_tensor(self._in["index"], x.astype(self.input_dtype, copy=False))
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self._out["index"])
+        y = self.interpreter.get_tensor(self._out["index"])  # a copy: the next invoke cannot change it
         scale, zp = self.output_quant
         if y.dtype != np.float32 and scale:
             y = (y.astype(np.float32) - zp) * scale
         return y.astype(np.float32, copy=False)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if self.supports_batch or len(x) == 1:
-            return self._invoke(x)
-        return np.concatenate([self._invoke(x[i:i + 1]) for i in range(len(x))])
+        with self._lock:
+            if self.supports_batch or len(x) == 1:
+                return self._invoke(x)
+            return np.concatenate([self._invoke(x[i:i + 1]) for i in range(len(x))])
 
 
 class ONNXBackend:
+    """An onnxruntime session; ``InferenceSession.run`` is thread-safe, so no lock is needed."""
+
     def __init__(self, path: Path, threads: int = 1) -> None:
         self.session = onnx_session(path, threads)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]

@@ -7,6 +7,7 @@ float model's accuracy. ONNX builds carry the same JSON in ``metadata_props["sig
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +58,48 @@ def spec_for(path: Path, meta: dict[str, Any] | None = None) -> BuildSpec:
                      f"{', '.join(s.suffix for s in BUILDS.values())} or a metadata sidecar)")
 
 
+REQUIRED_KEYS = ("build", "class_names", "preprocess")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
-    """A build's metadata from its sidecar, or for ONNX from the model's own metadata_props."""
+    """A build's metadata from its sidecar, or for ONNX from the model's own metadata_props.
+
+    A sidecar records the SHA-256 of its model: a model beside another build's sidecar (a re-export
+    killed between the two renames, a file copied over) is refused, never run with the wrong labels,
+    threshold or preprocessing.
+
+    Raises:
+        BuildError: no metadata, metadata that is not signkit's, or a sidecar of another model file.
+    """
     side = sidecar_of(path)
     if side.is_file():
         try:
             meta = json.loads(side.read_text())
-        except json.JSONDecodeError as err:
-            raise BuildError(f"{side} is not valid JSON ({err.msg}); re-export the build") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise BuildError(f"{side} is not valid JSON ({err}); re-export the build") from None
+        where = str(side)
+        if (isinstance(meta, dict) and meta.get("format") == METADATA_FORMAT
+                and meta.get("model_sha256") != file_sha256(path)):
+            raise BuildError(f"{path} is not the model its sidecar {side.name} describes (SHA-256 differs: replaced, "
+                             f"or an export was interrupted); re-export the build")
     elif path.suffix == ".onnx":
-        meta = _onnx_metadata(path)
+        meta, where = _onnx_metadata(path), f"{path} (metadata_props)"
     else:
         raise BuildError(f"{path} has no metadata sidecar {side.name}; re-export it with `python -m export.all`")
-    if meta.get("format") != METADATA_FORMAT:
-        raise BuildError(f"{side} is not signkit build metadata (format {meta.get('format')!r}); re-export the build")
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise BuildError(f"{where} is not signkit build metadata (format {found!r}); re-export the build")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise BuildError(f"{where} lacks {', '.join(missing)}; re-export the build")
     return meta
 
 
@@ -80,4 +109,8 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
     props = onnx_session(path, threads=1).get_modelmeta().custom_metadata_map
     if "signkit" not in props:
         raise BuildError(f"{path} carries no signkit metadata and has no sidecar; re-export it with `python -m export.onnx`")
-    return json.loads(props["signkit"])
+    try:
+        meta: dict[str, Any] = json.loads(props["signkit"])
+    except json.JSONDecodeError:
+        raise BuildError(f"{path}: its signkit metadata_props are not valid JSON; re-export it") from None
+    return meta

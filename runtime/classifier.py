@@ -13,6 +13,7 @@ from runtime.backends import open_backend
 from runtime.builds import BuildSpec, read_metadata, spec_for
 from runtime.errors import BuildError
 from runtime.preprocess import PreprocessSpec, crop_and_resize, to_model_input
+from runtime.proposals import Proposal
 from runtime.roi import Box, RoiError, clamp_box
 
 UNKNOWN = -1
@@ -34,22 +35,56 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Detection:
-    """A box of a frame (clamped to it) and what the classifier says it shows."""
+    """A box of a frame (clamped to it), what the classifier says it shows, and where the box came from."""
 
     box: Box
     prediction: Prediction
+    proposal: Proposal | None = None  # the proposal's cue and score; None for boxes given to classify_rois
 
 
-def check_frame(frame: np.ndarray) -> None:
+def check_frame(frame: object) -> None:
     """Reject frames the pipeline cannot crop, with the fix in the message."""
+    if frame is None:
+        raise RoiError("frame is None: the camera or file gave no image (cv2.imread returns None for unreadable files)")
     if not isinstance(frame, np.ndarray):
         raise RoiError(f"frame must be a numpy array, not {type(frame).__name__}")
     if frame.dtype != np.uint8:
         raise RoiError(f"frame must be uint8 (8-bit BGR, as cv2.imread/VideoCapture give), got {frame.dtype}; "
                        f"convert with frame.astype(np.uint8) after scaling to 0..255")
     if frame.ndim != 3 or frame.shape[2] != 3:
-        hint = "cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)" if frame.ndim == 2 else "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)"
+        hint = ("cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)" if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1)
+                else "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)")
         raise RoiError(f"frame must be HxWx3 BGR, got shape {frame.shape}; convert with {hint}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise RoiError(f"frame is empty (shape {frame.shape}); the camera or file gave no pixels")
+
+
+def crop_rois(frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], spec: PreprocessSpec, *,
+              on_invalid: str = "skip") -> tuple[list[int], list[Box], np.ndarray]:
+    """Clamp the boxes to a (checked) BGR frame and crop+preprocess each.
+
+    Returns:
+        (indices of the usable boxes in ``boxes``, those boxes clamped, the model input batch).
+    """
+    if on_invalid not in ("skip", "raise"):
+        raise ValueError("on_invalid must be 'skip' or 'raise'")
+    h, w = frame_bgr.shape[:2]
+    index: list[int] = []
+    kept: list[Box] = []
+    for i, box in enumerate(boxes):
+        if len(box) != 4:
+            raise RoiError(f"box {tuple(box)} is not (x1, y1, x2, y2)")
+        clamped = clamp_box(box, w, h)
+        if clamped is None:
+            if on_invalid == "raise":
+                raise RoiError(f"box {tuple(box)} has no area inside the {w}x{h} frame (or a NaN/infinite coordinate)")
+            continue
+        index.append(i)
+        kept.append(clamped)
+    if not kept:
+        return [], [], np.zeros((0, spec.size, spec.size, spec.channels), np.float32)
+    crops = np.stack([crop_and_resize(frame_bgr, b, spec, order="bgr") for b in kept])
+    return index, kept, to_model_input(crops, spec)
 
 
 class Classifier:
@@ -60,7 +95,10 @@ class Classifier:
         self.path = Path(path)
         self.meta = meta
         self.build = spec
-        self.preprocess = PreprocessSpec.from_dict(meta["preprocess"])
+        try:
+            self.preprocess = PreprocessSpec.from_dict(meta["preprocess"])
+        except (TypeError, ValueError, AttributeError) as err:
+            raise BuildError(f"{path}: the metadata's preprocess section is invalid ({err}); re-export the build") from None
         self.class_names: tuple[str, ...] = tuple(meta["class_names"])
         self.threshold = float(meta.get("threshold") or 0.0) if threshold is None else float(threshold)
         # A model trained with a "not a sign" class answers it for background regions: report those as unknown.
@@ -123,25 +161,9 @@ class Classifier:
     def prepare_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
                      on_invalid: str = "skip") -> tuple[list[Box], np.ndarray]:
         """Clamp the boxes to the frame and crop+preprocess each: (usable boxes, model input batch)."""
-        if on_invalid not in ("skip", "raise"):
-            raise ValueError("on_invalid must be 'skip' or 'raise'")
         check_frame(frame_bgr)
-        h, w = frame_bgr.shape[:2]
-        kept: list[Box] = []
-        for box in boxes:
-            if len(box) != 4:
-                raise RoiError(f"box {tuple(box)} is not (x1, y1, x2, y2)")
-            clamped = clamp_box(box, w, h)
-            if clamped is None:
-                if on_invalid == "raise":
-                    raise RoiError(f"box {tuple(box)} has no area inside the {w}x{h} frame")
-                continue
-            kept.append(clamped)
-        p = self.preprocess
-        if not kept:
-            return [], np.zeros((0, p.size, p.size, p.channels), np.float32)
-        crops = np.stack([crop_and_resize(frame_bgr, b, p, order="bgr") for b in kept])
-        return kept, to_model_input(crops, p)
+        _, kept, x = crop_rois(frame_bgr, boxes, self.preprocess, on_invalid=on_invalid)
+        return kept, x
 
     def classify_rois(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]], *,
                       on_invalid: str = "skip") -> list[Detection]:
@@ -150,7 +172,7 @@ class Classifier:
         Args:
             frame_bgr: uint8 HxWx3 frame as OpenCV delivers it.
             boxes: ``(x1, y1, x2, y2)`` boxes; parts outside the frame are clipped.
-            on_invalid: "skip" drops boxes with no area inside the frame, "raise" raises RoiError.
+            on_invalid: "skip" drops boxes with no area inside the frame (or NaN/infinite ones), "raise" raises RoiError.
 
         Returns:
             one Detection per usable box, in input order.

@@ -27,10 +27,13 @@ class BackendUnavailableError(SignkitError, ImportError):
     """The inference library a build needs is not installed."""
 
 
-def cli_errors(prog: str) -> Callable[[Callable[[Sequence[str] | None], int]], Callable[[Sequence[str] | None], int]]:
-    """Decorate a ``main(argv) -> int`` so project errors print as one line and exit 1."""
+Main = Callable[..., int]
 
-    def decorate(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+
+def cli_errors(prog: str) -> Callable[[Main], Main]:
+    """Decorate a ``main(argv=None) -> int`` so project errors print as one line and exit 1 (Ctrl-C: 130)."""
+
+    def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
             try:

@@ -27,6 +27,7 @@ decide what is a sign. Measured on GTSDB frames: ``python -m bench.gtsdb``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,15 @@ class ProposalConfig:
 
 @dataclass(frozen=True)
 class Proposal:
+    """A box to classify and where it came from: a cue of the proposal stage, or ``"given"`` for a fixed box."""
+
     box: Box
-    colour: str
-    score: float  # the ranker's sign-likeness, 0..1
+    cue: str  # Cue.name ("red-hole", ...) or "given"
+    score: float  # the ranker's sign-likeness, 0..1 (1.0 for given boxes)
+
+    @property
+    def colour(self) -> str:
+        return self.cue.split("-")[0]
 
 
 @dataclass
@@ -217,36 +224,35 @@ def rank(cands: Candidates, cfg: ProposalConfig, ranker: Ranker) -> np.ndarray:
     return score
 
 
-def select(order: list[int], cue: np.ndarray, cfg: ProposalConfig) -> list[int]:
+def select(order: Sequence[int], cue: np.ndarray, cfg: ProposalConfig) -> list[int]:
     """The first ``max_proposals`` of ``order`` (best first), after reserving each cue's best ``per_cue``.
 
     The ranker's scores are calibrated per cue: a yellow diamond scores far below a red ring, because
     most yellow blobs are sunlit leaves. Without a reserve a busy red scene crowds every yellow
     candidate out."""
-    order = np.asarray(order, int)
-    if len(order) <= cfg.max_proposals:
-        return order.tolist()
-    rank_in_cue = np.zeros(len(order), int)
-    for c in np.unique(cue[order]):
-        sel = cue[order] == c
+    ranked = np.asarray(order, int)
+    if len(ranked) <= cfg.max_proposals:
+        return [int(i) for i in ranked]
+    rank_in_cue = np.zeros(len(ranked), int)
+    for c in np.unique(cue[ranked]):
+        sel = cue[ranked] == c
         rank_in_cue[sel] = np.arange(sel.sum())
     reserved = rank_in_cue < min(cfg.per_cue, cfg.max_proposals // max(len(cfg.cues), 1))
     room = max(cfg.max_proposals - int(reserved.sum()), 0)
     rest = np.flatnonzero(~reserved)[:room]
-    return order[np.sort(np.concatenate([np.flatnonzero(reserved), rest]))].tolist()
-
-
-_DEFAULT_RANKER: Ranker | None = None
+    return [int(i) for i in ranked[np.sort(np.concatenate([np.flatnonzero(reserved), rest]))]]
 
 
 def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), ranker: Ranker | None = None) -> list[Proposal]:
-    """Candidate sign boxes in full-frame coordinates, most sign-like first."""
-    global _DEFAULT_RANKER
-    if ranker is None:
-        _DEFAULT_RANKER = ranker = _DEFAULT_RANKER or default_ranker()
+    """Candidate sign boxes in full-frame coordinates, most sign-like first.
+
+    ``ranker`` None loads the packaged one (a small JSON file) on every call: a loop over frames
+    should load it once (``default_ranker()``) or use ``runtime.pipeline.FramePipeline``."""
+    ranker = default_ranker() if ranker is None else ranker
     cands = candidates(frame_bgr, cfg)
     if not len(cands.cue):
         return []
     score = rank(cands, cfg, ranker)
     keep = select(nms(cands.boxes, score.tolist(), cfg.nms_iou), cands.cue, cfg)
-    return [Proposal(tuple(int(v) for v in cands.boxes[i]), cfg.cues[cands.cue[i]].colour, float(score[i])) for i in keep]
+    return [Proposal((int(cands.boxes[i, 0]), int(cands.boxes[i, 1]), int(cands.boxes[i, 2]), int(cands.boxes[i, 3])),
+                     cfg.cues[cands.cue[i]].name, float(score[i])) for i in keep]

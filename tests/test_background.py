@@ -9,9 +9,10 @@ import pytest
 
 from bench import gtsdb
 from export import tflite as export_tflite
+from runtime.annotations import annotations_fingerprint, read_gtsdb
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
-from runtime.roi import annotations_fingerprint, iou_matrix, read_gtsdb
+from runtime.roi import iou_matrix
 from tests import synth
 from tests.conftest import LOOSE_GATE
 from train import negatives

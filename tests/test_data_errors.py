@@ -55,7 +55,7 @@ def test_class_id_out_of_range(kaggle_dir, tmp_path):
 def test_a_few_bad_images_are_skipped_with_a_count(kaggle_dir, tmp_path, capsys):
     root = _copy(kaggle_dir, tmp_path / "k")
     good = load_dataset(root, use_cache=False, progress=False, size=16)
-    victim = sorted((root / "Train/1").glob("*.png"))[0]
+    victim = min((root / "Train/1").glob("*.png"))
     victim.write_bytes(victim.read_bytes()[:40])  # truncated
     split = load_dataset(root, use_cache=False, progress=False, size=16, max_bad_fraction=0.05)
     assert len(split) == len(good) - 1 and split.skipped == 1

@@ -69,7 +69,8 @@ def test_crop_uses_the_roi_and_shared_preprocessing(kaggle_dir):
     """The cached crop equals runtime.crop_and_resize on the decoded file with its ROI."""
     import csv
 
-    row = next(csv.DictReader(open(kaggle_dir / "Train.csv")))
+    with open(kaggle_dir / "Train.csv") as f:
+        row = next(csv.DictReader(f))
     img = decode_image((kaggle_dir / row["Path"]).read_bytes())
     roi = [int(row[k]) for k in ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")]
     expected = crop_and_resize(img, (roi[0], roi[1], roi[2] + 1, roi[3] + 1), PreprocessSpec(size=24))
@@ -97,7 +98,7 @@ def test_track_split_holds_out_whole_tracks_stratified():
     assert len(tr) + len(va) == 500
     for c in range(5):  # 2 of each class's 10 tracks
         assert len(np.unique(tracks[va][labels[va] == c])) == 2
-    tr2, va2 = track_split(labels, tracks, val_fraction=0.2, seed=3)
+    _, va2 = track_split(labels, tracks, val_fraction=0.2, seed=3)
     np.testing.assert_array_equal(va, va2)
     assert not np.array_equal(va, track_split(labels, tracks, val_fraction=0.2, seed=4)[1])
 

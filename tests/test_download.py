@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import synth
 from train import download as dl
 from train.data import load_dataset
-from tests import synth
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

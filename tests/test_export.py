@@ -10,20 +10,19 @@ import pytest
 
 from export import onnx as export_onnx
 from export import tflite as export_tflite
-from export.inputs import balanced_sample
 from runtime.builds import BUILDS, build_file, sidecar_of
 from runtime.classifier import Classifier
-from runtime.preprocess import PreprocessSpec, to_model_input
+from runtime.preprocess import to_model_input
 from tests.conftest import LOOSE_GATE as LOOSE
+from train.data.split import balanced_sample
+from train.runs import Run
 
 pytestmark = pytest.mark.slow
 
-def _val(run):
-    from train.evaluate import evaluation_split
-
-    meta = json.loads((run / "metadata.json").read_text())
-    val = evaluation_split(meta, meta["dataset"]["path"], "val")
-    return val, to_model_input(val.images, PreprocessSpec.from_dict(meta["preprocess"]))
+def _val(path):
+    run = Run.open(path)
+    val = run.split("val")
+    return val, to_model_input(val.images, run.preprocess)
 
 
 def test_all_six_builds_written_with_sidecars(exported):
@@ -164,12 +163,12 @@ def test_output_not_writable(exported, tmp_path, capsys):
 
 
 def test_interrupted_export_leaves_no_partial_file(exported, tmp_path, monkeypatch):
-    import export.pipeline as pipeline
+    from export import builder
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "verify_build", interrupted)
+    monkeypatch.setattr(builder, "verify_build", interrupted)
     out = tmp_path / "m_int8.tflite"
     assert export_tflite.main(["--int8", "--model", str(exported), "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from bench import gtsdb
+from runtime.annotations import read_gtsdb
 from runtime.builds import BUILDS, build_file
 from runtime.proposals import propose
-from runtime.roi import iou_matrix, read_gtsdb
+from runtime.roi import iou_matrix
 from tests import synth
 
 
@@ -44,7 +45,7 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
     assert {(s["proposals"], s["threads"]) for s in scores} == {("builtin", 1), ("gt", 1), ("builtin", 2), ("gt", 2)}
     for s in scores:
         assert s["frames"] == 3 and s["signs"] == 12
-        assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "total"} and s["fps"] > 0
+        assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "post", "total"} and s["fps"] > 0
         if s["proposals"] == "gt":
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None
         else:
@@ -64,8 +65,8 @@ def test_bench_gtsdb_bad_folder(tmp_path, capsys):
 
 
 def test_match_needs_the_right_class():
+    from runtime.annotations import Annotation
     from runtime.classifier import Prediction
-    from runtime.roi import Annotation
 
     truth = [Annotation((0, 0, 10, 10), 3)]
     right = Prediction(3, "x", 0.9, ())
@@ -115,7 +116,7 @@ def test_bench_gtsdb_pools_two_folds(exported, gtsdb_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_detect_signs_runs_the_frame_pipeline(exported, gtsdb_dir):
     from runtime.classifier import Classifier
-    from runtime.detect import OVERLAP_IOU, detect_signs
+    from runtime.pipeline import OVERLAP_IOU, detect_signs
 
     clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]), threshold=0.0)
     frame = cv2.imread(str(gtsdb_dir / "00000.jpg"))

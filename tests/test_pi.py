@@ -47,6 +47,6 @@ def test_runtime_runs_on_emulated_pi(exported, tmp_path):
     shutil.copy(build, work / build.name)
     shutil.copy(sidecar_of(build), work / sidecar_of(build).name)
     proc = subprocess.run(["bash", tool, "-p", "numpy", "-p", "opencv-python-headless", "-p", "ai-edge-litert",
-                           "-w", str(work), "--", "python", "-c", CHECK], capture_output=True, text=True, timeout=3000)
+                           "-w", str(work), "--", "python", "-c", CHECK], check=False, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PI-OK aarch64 2" in proc.stdout, proc.stdout[-2000:]

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from bench.gtsdb import frames_that_trained
+from runtime.annotations import annotations_fingerprint, read_gtsdb
 from runtime.errors import ConfigError
 from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, propose, select
-from runtime.roi import annotations_fingerprint, iou_matrix, read_gtsdb
+from runtime.roi import iou_matrix
 from tests import synth
 from train import proposals as fit_cmd
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from runtime.annotations import read_gtsdb
 from runtime.proposals import propose
-from runtime.roi import read_gtsdb
 from tests.conftest import requires_shared
 from train.data import detect_format, load_dataset, track_split
 
@@ -38,8 +38,8 @@ def test_gtsdb_frames_and_annotations():
 
 
 def test_proposal_ranker_finds_most_signs_of_the_frames_it_was_not_fitted_on():
+    from runtime.annotations import annotations_fingerprint, frame_files
     from runtime.proposals import ProposalConfig, default_ranker
-    from runtime.roi import annotations_fingerprint, frame_files
     from train.proposals import proposal_recall
 
     root = requires_shared("gtsdb")

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.annotations import read_gtsdb
 from runtime.builds import BUILDS, build_file, sidecar_of
 from runtime.classifier import Classifier, check_frame
 from runtime.errors import BackendUnavailableError, BuildError
 from runtime.preprocess import PreprocessSpec, crop_and_resize, expand_box, preprocess, to_model_input
-from runtime.roi import RoiError, clamp_box, iou_matrix, load_boxes, nms, parse_boxes, read_gtsdb
+from runtime.roi import RoiError, clamp_box, iou_matrix, load_boxes, nms, parse_boxes
 
 # --- properties of boxes and crops -------------------------------------------------------------
 
@@ -100,7 +101,8 @@ def test_runtime_preprocessing_of_a_frame_crop_equals_training_input(kaggle_dir)
     from train.data.formats import decode_image
 
     spec = PreprocessSpec(size=24)
-    row = next(csv.DictReader(open(kaggle_dir / "Train.csv")))
+    with open(kaggle_dir / "Train.csv") as f:
+        row = next(csv.DictReader(f))
     img = decode_image((kaggle_dir / row["Path"]).read_bytes())
     roi = [int(row[k]) for k in ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")]
     training_input = to_model_input(load_dataset(kaggle_dir, size=24, progress=False).images[0], spec)
@@ -247,7 +249,7 @@ def test_missing_backend_names_the_pip_line(monkeypatch):
 
 def test_keep_signs_drops_unknowns_and_the_less_sure_of_two_overlapping_detections():
     from runtime.classifier import Detection, Prediction
-    from runtime.detect import keep_signs
+    from runtime.pipeline import keep_signs
 
     def det(box, cls, score):
         return Detection(box, Prediction(cls, "x" if cls >= 0 else "unknown", score, ()))

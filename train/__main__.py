@@ -5,7 +5,9 @@
     python -m train --resume --out runs/edge-20261121-150000
 
 Writes OUT/model.keras, OUT/metadata.json, OUT/history.json, OUT/training_curves.png and
-OUT/checkpoints/ (one per epoch, for --resume).
+OUT/checkpoints/ (one per epoch, for --resume). A resumed run takes every setting that defines the
+model (data, architecture, size, augmentation, ...) from its checkpoint; only --epochs, --patience,
+--device, --no-cache and --quiet may change, and a flag that contradicts the run is an error.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.cli import HelpFormatter
-from runtime.errors import cli_errors
+from runtime.errors import ConfigError, cli_errors
 from train.augment import AugmentConfig
+from train.config import TrainConfig, resume_config
 from train.data.formats import FORMATS
 from train.device import BACKENDS
-from train.runs import latest_run, new_run_dir
-from train.training import TrainConfig, train
+from train.runs import latest_run, new_run_dir, read_json
+from train.training import train
 
 ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d")  # train.models.ARCHS, without importing keras
 
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the architecture's)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (1-epoch warm-up, cosine decay)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (1-epoch warm-up, cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of each class's tracks held out")
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -57,10 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=float, default=AugmentConfig.zoom,
                    help="random zoom 1 +- this (0.2 for a frame pipeline: proposal boxes are looser than GTSRB's)")
     p.add_argument("--shift", type=float, default=AugmentConfig.shift, help="random shift, a fraction of the crop side")
+    p.add_argument("--erase", type=float, default=AugmentConfig.erase_p,
+                   help="probability of random erasing: a noise patch over part of the sign (occlusion)")
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+# Flag -> TrainConfig field, for the flags a resumed run compares with what it recorded.
+FIELDS = {"data": "data", "fmt": "fmt", "arch": "arch", "epochs": "epochs", "img_size": "img_size",
+          "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "val_fraction": "val_fraction",
+          "patience": "patience", "seed": "seed", "device": "device", "backend": "backend", "background": "background",
+          "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p"}
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The dests of the flags present on the command line (not those left at their defaults)."""
+    probe = argparse.Namespace()
+    for action in parser._actions:
+        if action.dest != "help":
+            setattr(probe, action.dest, _UNSET)
+    return {k for k, v in vars(parser.parse_args(argv, probe)).items() if v is not _UNSET}
+
+
+_UNSET = object()
 
 
 @cli_errors("python -m train")
@@ -69,16 +94,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
-    if not (0 <= args.zoom < 1 and 0 <= args.shift < 1):
-        parser.error("--zoom and --shift must be between 0 and 1, e.g. --zoom 0.2 --shift 0.1")
+    if args.img_size is not None and args.img_size < 1:
+        parser.error(f"--img-size must be a positive number of pixels, not {args.img_size}")
+    if not (0 <= args.zoom < 1 and 0 <= args.shift < 1 and 0 <= args.erase <= 1):
+        parser.error("--zoom and --shift must be between 0 and 1 (e.g. --zoom 0.2 --shift 0.1), --erase a probability")
     if not 0 < args.val_fraction < 1:
         parser.error("--val-fraction must be between 0 and 1")
     out = args.out or (latest_run(require="checkpoints/state.json") if args.resume else new_run_dir(args.arch))
+    augment = None if args.no_augment else AugmentConfig(zoom=args.zoom, shift=args.shift, erase_p=args.erase)
     cfg = TrainConfig(data=args.data, out=out, arch=args.arch, epochs=args.epochs, img_size=args.img_size,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_fraction=args.val_fraction,
-                      patience=args.patience, fmt=args.fmt, resume=args.resume, backend=args.backend,
-                      device=args.device, augment=not args.no_augment, zoom=args.zoom, shift=args.shift, use_cache=not args.no_cache,
-                      progress=not args.quiet, background=args.background)
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                      val_fraction=args.val_fraction, patience=args.patience, fmt=args.fmt, backend=args.backend,
+                      device=args.device, augment=augment, use_cache=not args.no_cache, progress=not args.quiet,
+                      background=args.background, resume=args.resume)
+    state_file = Path(out) / "checkpoints" / "state.json"
+    if args.resume and state_file.is_file():
+        state = read_json(state_file, f"start a new run with another --out (or delete {state_file.parent})")
+        if "config" not in state:
+            raise ConfigError(f"{out}: its checkpoint predates recorded settings and cannot be resumed safely; start a new run")
+        given = given_flags(parser, argv)
+        overrides = {FIELDS[d]: getattr(cfg, FIELDS[d]) if "." not in FIELDS[d] else getattr(augment, FIELDS[d].split(".")[1], None)
+                     for d in given if d in FIELDS}
+        if "no_augment" in given:
+            overrides["augment"] = None
+        overrides.update({k: getattr(cfg, k) for k, d in (("use_cache", "no_cache"), ("progress", "quiet")) if d in given})
+        cfg = resume_config(state["config"], Path(out), overrides)
     result = train(cfg)
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")

@@ -14,14 +14,22 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Every range the augmentation draws from; a run records all of it in its metadata."""
+
     rotation_deg: float = 12.0
-    zoom: float = 0.12
-    shift: float = 0.08
-    brightness: float = 0.25
-    contrast: float = 0.3
+    zoom: float = 0.12  # scale 1 +- zoom: how far off a proposal's box may be
+    shift: float = 0.08  # a fraction of the crop side
+    brightness: float = 0.25  # offset of up to half this, on [0, 1] pixels
+    contrast: float = 0.3  # factor 1 +- contrast around the crop's mean
+    gamma: float = 0.4  # exponent exp(+-gamma)
     blur_p: float = 0.15
-    erase_p: float = 0.0  # random erasing: a grey-noise rectangle, like stickers and occluding branches
+    blur_sigma: tuple[float, float] = (0.4, 1.0)  # Gaussian blur sigma range (3x3 kernel)
+    erase_p: float = 0.0  # random erasing (--erase): a noise rectangle, like stickers and occluding branches
     erase_max: float = 0.3  # its largest side, as a fraction of the crop
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        return cls(**{**data, "blur_sigma": tuple(data.get("blur_sigma", cls.blur_sigma))})
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
@@ -38,17 +46,17 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
         m[:, 2] += shifts[i]
         img = cv2.warpAffine(images[i], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if blur[i]:
-            img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.4, 1.0))
+            img = cv2.GaussianBlur(img, (3, 3), rng.uniform(*cfg.blur_sigma))
         out[i] = img
-    for i in np.flatnonzero(rng.random(n) < cfg.erase_p):
-        eh, ew = (rng.uniform(0.1, cfg.erase_max, 2) * size).astype(int) + 1
-        y, x = rng.integers(0, size - eh + 1), rng.integers(0, size - ew + 1)
-        out[i, y:y + eh, x:x + ew] = rng.integers(0, 256, (eh, ew, 3), dtype=np.uint8)
+    for k in np.flatnonzero(rng.random(n) < cfg.erase_p):
+        eh, ew = (int(v) + 1 for v in rng.uniform(0.1, cfg.erase_max, 2) * size)
+        top, left = int(rng.integers(0, size - eh + 1)), int(rng.integers(0, size - ew + 1))
+        out[k, top:top + eh, left:left + ew] = rng.integers(0, 256, (eh, ew, 3), dtype=np.uint8)
     # Photometric jitter: contrast around the mean, brightness offset, then gamma.
     x = out.astype(np.float32) / 255.0
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, (n, 1, 1, 1)).astype(np.float32)
     b = rng.uniform(-cfg.brightness, cfg.brightness, (n, 1, 1, 1)).astype(np.float32) * 0.5
     x = np.clip((x - mean) * c + mean + b, 0.0, 1.0)
-    gamma = np.exp(rng.uniform(-0.4, 0.4, (n, 1, 1, 1))).astype(np.float32)
+    gamma = np.exp(rng.uniform(-cfg.gamma, cfg.gamma, (n, 1, 1, 1))).astype(np.float32)
     return (np.power(x, gamma) * 255.0 + 0.5).astype(np.uint8)

@@ -23,13 +23,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from runtime.annotations import annotations_fingerprint, frame_files, read_frame, select_frames
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import ProposalConfig, Ranker, propose
-from runtime.roi import annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
-
+from runtime.roi import iou_matrix
 
 MAX_SIGN_SHARE = 0.25  # of a sign's area a negative may hold
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from runtime.atomic import atomic_path  # noqa: E402
+from runtime.atomic import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -54,4 +54,19 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
         ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=5, color="crimson")
     ax.set_title(title or "confusion matrix (off-diagonal counts in red)")
     fig.colorbar(im, ax=ax, fraction=0.03)
+    return _save(fig, path)
+
+
+def plot_threshold_curve(curve: dict[str, np.ndarray], chosen: float, path: Path, title: str) -> Path:
+    """Right / wrong / not-sure fractions against the threshold on the top probability, the chosen one marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, colour in (("right", "tab:green"), ("wrong", "tab:red"), ("unsure", "tab:gray")):
+        ax.plot(curve["threshold"], curve[key], color=colour, label=key)
+    ax.axvline(chosen, ls="--", color="k", label=f"threshold {chosen:.3f}")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("threshold on the top probability")
+    ax.set_ylabel("fraction of validation images")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return _save(fig, path)

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
 from runtime.atomic import write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import FEATURES, RANKER_FILE, Candidates, ProposalConfig, Ranker, candidates, propose
-from runtime.roi import Annotation, annotations_fingerprint, frame_files, iou_matrix, read_frame, select_frames
+from runtime.roi import iou_matrix
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> np.ndarray:

@@ -6,45 +6,21 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_text_atomic
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
-from train.augment import AugmentConfig, augment_batch
+from train.augment import augment_batch
+from train.config import TrainConfig, check_same_run, to_json
 from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: Path
-    out: Path
-    arch: str = "edge"
-    epochs: int = 30
-    img_size: int | None = None
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
-    val_fraction: float = 0.1
-    patience: int = 8
-    fmt: str = "auto"
-    margin: float = 0.1
-    resume: bool = False
-    backend: str = "tensorflow"
-    device: str = "auto"
-    augment: bool = True
-    zoom: float = AugmentConfig.zoom  # random scale 1 +- zoom: how far off a proposal's box may be
-    shift: float = AugmentConfig.shift  # random shift, a fraction of the crop side
-    use_cache: bool = True
-    progress: bool = True
-    background: Path | None = None  # folder of "not a sign" crops (python -m train.negatives): one extra class
 
 
 @dataclass
@@ -55,7 +31,6 @@ class TrainResult:
     epochs_run: int
     params: int
     seconds: float
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_data: bool = True) -> TrainConfig:
@@ -79,6 +54,7 @@ def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Spl
     from train.data.background import load_background, with_background
 
     bg, _ = load_background(cfg.background, size)
+    assert bg.tracks is not None  # every crop's track is the frame it came from
     tr, va = track_split(bg.labels, bg.tracks, cfg.val_fraction, cfg.seed)
     return with_background(train_set, bg.take(tr)), with_background(val_set, bg.take(va)), info
 
@@ -92,7 +68,7 @@ def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split
     if full.tracks is not None:
         tr, va = track_split(full.labels, full.tracks, cfg.val_fraction, cfg.seed)
         info = {"kind": "track", "val_fraction": cfg.val_fraction, "seed": cfg.seed,
-                "val_tracks": int(len(np.unique(full.tracks[va])))}
+                "val_tracks": len(np.unique(full.tracks[va]))}
     else:
         print("warning: this source has no track ids; validating on a random image split, which flatters accuracy "
               "when images are near-duplicates", file=sys.stderr)
@@ -106,36 +82,52 @@ def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split
 def train(cfg: TrainConfig) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.data`` and write model.keras, metadata.json, history.json, curves PNG.
 
+    The run folder is locked while training (a second training into it fails at once, naming this
+    one). With ``cfg.resume`` it continues the folder's last checkpoint, refusing a configuration that
+    defines another model than the one the checkpoint holds.
+
     Raises:
         ConfigError, DatasetFormatError: bad flags or data, before anything is written.
     """
     select_backend(cfg.backend, cfg.device)
+    device = resolve_device(cfg.backend, cfg.device)  # starts the backend (quietly on a CPU machine)
     from train.models import ARCHS, build_model  # imports keras: after the backend is chosen
 
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch {cfg.arch} is unknown; choose one of {', '.join(ARCHS)}")
     arch = ARCHS[cfg.arch]
-    size = cfg.img_size or arch.default_size
+    size = arch.default_size if cfg.img_size is None else cfg.img_size
     if size < arch.min_size:
         raise ConfigError(f"--img-size {size} is too small for --arch {cfg.arch} (minimum {arch.min_size}, default {arch.default_size})")
     if cfg.fmt != "auto" and cfg.fmt not in FORMATS:
         raise ConfigError(f"--format {cfg.fmt} is unknown; choose one of {', '.join(FORMATS)}")
-    spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
     check_data_path(Path(cfg.data))
-    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data))
-    train_set, val_set, split_info = split_train_val(Path(cfg.data), replace(cfg, fmt=fmt), size)
-    device = resolve_device(cfg.backend, cfg.device)
+    # What the run records: the resolved size, format and paths, so that resuming it needs no flags.
+    cfg = replace(cfg, img_size=size, data=Path(cfg.data).resolve(), fmt=cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data)),
+                  background=Path(cfg.background).resolve() if cfg.background else None)
+    spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
+    out = Path(cfg.out)
+    state = _load_state(out / "checkpoints") if cfg.resume else None
+    if state is not None:
+        if "config" not in state:
+            raise ConfigError(f"{out}: its checkpoint predates recorded settings and cannot be resumed safely; start a new run")
+        check_same_run(cfg, state["config"], out)
+    train_set, val_set, split_info = split_train_val(cfg.data, cfg, size)
     # Only now, with flags and data known to be good, does anything get written.
-    out = ensure_writable_dir(Path(cfg.out))
-    ckpt_dir = out / "checkpoints"
+    ensure_writable_dir(out)
+    with folder_lock(out, f"training {cfg.arch}"):
+        return _fit(cfg, build_model, spec, train_set, val_set, split_info, state, device)
 
+
+def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Split, val_set: Split,
+         split_info: dict[str, Any], state: dict[str, Any] | None, device: str) -> TrainResult:
     import keras
 
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
     keras.utils.set_random_seed(cfg.seed)
     if device == "gpu":
         keras.mixed_precision.set_global_policy("mixed_float16")
-
-    state = _load_state(ckpt_dir) if cfg.resume else None
     if cfg.resume and state is None:
         print(f"note: --resume found no checkpoint in {ckpt_dir}; starting from scratch", file=sys.stderr)
     if state is not None:
@@ -143,13 +135,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         initial_epoch = state["epoch"]
         print(f"resuming {out} from epoch {initial_epoch}", file=sys.stderr)
     else:
-        model = build_model(cfg.arch, size, spec.channels, train_set.num_classes)
-        model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=5e-3),
+        model = build_model(cfg.arch, spec.size, spec.channels, train_set.num_classes)
+        model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         initial_epoch = 0
         state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
     if initial_epoch >= cfg.epochs:
         raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
+    state["config"] = to_json(cfg)
 
     batches = _batches(keras, train_set, spec, cfg, initial_epoch)
     x_val = to_model_input(val_set.images, spec)
@@ -160,7 +153,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience),
     ]
     print(f"training {cfg.arch} ({model.count_params():,} params) on {len(train_set)} images, "
-          f"validating on {len(val_set)} ({split_info['kind']} split), {size}x{size}, {device}, backend {cfg.backend}",
+          f"validating on {len(val_set)} ({split_info['kind']} split), {spec.size}x{spec.size}, {device}, backend {cfg.backend}",
           file=sys.stderr)
     model.fit(batches, validation_data=(x_val, val_set.labels), epochs=cfg.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
@@ -177,9 +170,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         "arch": cfg.arch,
         "class_names": list(train_set.class_names),
         "num_classes": train_set.num_classes,
-        "input": {"size": size, "channels": spec.channels, "dtype": "float32", "colour": spec.colour, "layout": "NHWC"},
+        "input": {"size": spec.size, "channels": spec.channels, "dtype": "float32", "colour": spec.colour, "layout": "NHWC"},
         "preprocess": spec.to_dict(),
-        "dataset": {"path": str(Path(cfg.data).resolve()), "format": fmt,
+        "dataset": {"path": str(cfg.data), "format": cfg.fmt,
                     "fingerprint": train_set.fingerprint, "train_images": len(train_set), "val_images": len(val_set),
                     "split": split_info},
         "background": _background_info(cfg.background, train_set),
@@ -189,9 +182,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "training_seconds": round(state["seconds"], 1),
         "seconds_per_epoch": round(state["seconds"] / max(epochs_run, 1), 1),
         "params": int(best.count_params()),
-        "hyperparameters": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                            "augment": cfg.augment, "zoom": cfg.zoom, "shift": cfg.shift, "patience": cfg.patience},
-        "backend": cfg.backend,
+        "config": to_json(cfg),
         "device": device,
         "keras_version": keras.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -201,7 +192,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from train.plots import plot_history
 
     plot_history(state["history"], out / "training_curves.png")
-    return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"], metadata)
+    return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"])
 
 
 def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | None:
@@ -215,7 +206,7 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
 
 
 def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int) -> Any:
-    aug = AugmentConfig(zoom=cfg.zoom, shift=cfg.shift)
+    aug = cfg.augment
 
     class Batches(keras.utils.PyDataset):
         """Shuffled, augmented, normalised batches; the order depends only on (seed, epoch)."""
@@ -234,7 +225,7 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             sel = self.idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            imgs = augment_batch(data.images[sel], self.rng, aug) if cfg.augment else data.images[sel]
+            imgs = augment_batch(data.images[sel], self.rng, aug) if aug is not None else data.images[sel]
             return to_model_input(imgs, spec), data.labels[sel]
 
         def on_epoch_end(self) -> None:

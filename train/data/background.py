@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.annotations import IMAGE_SUFFIXES
 from runtime.errors import DatasetFormatError
 from runtime.preprocess import PreprocessSpec, crop_and_resize
-from runtime.roi import IMAGE_SUFFIXES
 from train.data.dataset import Split
 from train.data.formats import decode_image
 from train.data.tree import digest

@@ -131,10 +131,9 @@ def _decode(listing: Listing, spec: PreprocessSpec, key: str, source: str, max_b
 def _write_cache(file: Path, split: Split) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps({"class_names": split.class_names, "fingerprint": split.fingerprint, "skipped": split.skipped})
-    with atomic_path(file) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=split.images, labels=split.labels,
-                     tracks=split.tracks if split.tracks is not None else np.array([], dtype="U1"), meta=np.array(meta))
+    with atomic_path(file) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=split.images, labels=split.labels,
+                 tracks=split.tracks if split.tracks is not None else np.array([], dtype="U1"), meta=np.array(meta))
 
 
 def _read_cache(file: Path, key: str, source: str) -> Split:

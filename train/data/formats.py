@@ -14,7 +14,7 @@ import csv
 import io
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,7 +225,7 @@ def list_official(path: Path, subset: str) -> Listing:
 # --- In-memory array layouts (pickled 32x32, CIFAR-10) ----------------------------------------
 
 def _array_listing(fmt: str, subset: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
-                   where: str, stamp: str, rois: list[Box | None] | None = None) -> Listing:
+                   where: str, stamp: str, rois: Sequence[Box | None] | None = None) -> Listing:
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
         raise DatasetFormatError(f"{where}: expected features N,H,W,3 matching labels, got {images.shape} and {labels.shape}")
     entries = [Entry(i, _check_label(int(lab), len(names), f"{where} item {i}"), None, rois[i] if rois else None)
@@ -234,10 +234,10 @@ def _array_listing(fmt: str, subset: str, images: np.ndarray, labels: np.ndarray
     return Listing(fmt, subset, entries, names, lambda e: images[int(e.ref)], lambda e: f"{where}[{e.ref}]", stamp)
 
 
-def _unpickle(path: Path, **kw: str) -> dict:
+def _unpickle(path: Path, encoding: str = "ASCII") -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, **kw)
+            return pickle.load(f, encoding=encoding)
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
         raise DatasetFormatError(f"{path} is not a readable pickle ({err}); re-download it") from None
 

@@ -1,0 +1,135 @@
+"""Compile builds: convert, verify through the runtime, and only then write model + metadata under their names.
+
+    results = export_builds(Run.open("runs/edge-default"), ["tflite-int8", "onnx-int8"])
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from export.inputs import Calibration, ExportInputs, load_inputs
+from export.metadata import build_metadata, embed_onnx_metadata, io_details, sidecar_text
+from export.recipes import RECIPES, ConvertJob
+from export.report import write_report
+from export.verify import DEFAULT_MAX_REJECT, Gate, Verification, pick_threshold, predict_all, verify_build
+from runtime.atomic import ensure_writable_dir, folder_lock, publish, remove_stale_parts
+from runtime.builds import BUILDS, BuildSpec, build_file, sidecar_of
+from runtime.classifier import Classifier
+from runtime.errors import ConfigError
+from train.runs import Run
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How builds are checked: the gate, whether to run it, the int8 I/O type, the unknown threshold's rule."""
+
+    verify: bool = True
+    gate: Gate = field(default_factory=Gate)
+    io_dtype: str = "int8"
+    max_reject: float = DEFAULT_MAX_REJECT  # share of correct validation predictions the threshold may reject
+
+
+@dataclass
+class BuildResult:
+    spec: BuildSpec
+    path: Path | None  # None when the gate rejected it
+    size_kb: float
+    seconds: float
+    convert_seconds: float | None  # calibrated builds: conversion including calibration
+    verification: Verification | None
+    analysis: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.verification is None or self.verification.passed
+
+    def report_entry(self) -> dict[str, Any]:
+        return {"build": self.spec.name, "file": str(self.path) if self.path else None, "quantized": self.spec.quantized,
+                "precision": self.spec.precision, "size_kb": self.size_kb, "export_seconds": round(self.seconds, 2),
+                "calibration_seconds": None if self.convert_seconds is None else round(self.convert_seconds, 2),
+                "analysis": self.analysis, "verification": self.verification.to_dict() if self.verification else None}
+
+
+def export_build(inputs: ExportInputs, name: str, out: Path | None = None,
+                 options: ExportOptions | None = None) -> BuildResult:
+    """Convert ``inputs.model`` into build ``name``; write it with its metadata only if it passes the gate.
+
+    Returns:
+        the result; ``path`` is None and ``passed`` False when the gate rejected the build.
+    """
+    if name not in BUILDS:
+        raise ConfigError(f"unknown build {name!r}; choose one of {', '.join(BUILDS)}")
+    spec, recipe, run = BUILDS[name], RECIPES[name], inputs.run
+    options = options or ExportOptions()
+    out = Path(out) if out else build_file(run.path, spec)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    side = Path(f"{tmp}.json")
+    t0 = time.perf_counter()
+    try:
+        recipe.convert(ConvertJob(inputs.model, inputs.spec, inputs.calib, options.io_dtype), tmp)
+        convert_s = time.perf_counter() - t0 if recipe.calibrated else None
+        clf = Classifier(tmp, build_metadata(run, spec, {"input": {}, "output": {}}), spec)
+        analysis = recipe.analyse(tmp)
+        verification, threshold, rule = None, 0.0, None
+        if options.verify:
+            probs = predict_all(clf, inputs.verify_x)
+            verification = verify_build(clf, spec, probs, inputs.verify_y, inputs.float_probs, options.gate)
+            threshold = pick_threshold(probs, inputs.verify_y, options.max_reject)
+            rule = f"keeps {100 * (1 - options.max_reject):g} % of correct validation predictions"
+        size_kb = tmp.stat().st_size / 1024
+        if verification is not None and not verification.passed:
+            return BuildResult(spec, None, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
+        # The metadata is made once, with the threshold and the verification figures, for the file and the sidecar.
+        meta = build_metadata(run, spec, io_details(clf.backend), threshold=threshold, threshold_rule=rule,
+                              verification=verification.to_dict() if verification else None)
+        if spec.backend == "onnx":
+            embed_onnx_metadata(tmp, meta)
+        side.write_text(sidecar_text(tmp, meta))
+        size_kb = tmp.stat().st_size / 1024
+        publish(tmp, out)
+        publish(side, sidecar_of(out))
+        return BuildResult(spec, out, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
+    finally:
+        for leftover in (tmp, side):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def export_builds(run: Run, names: Sequence[str], *, calibration: Calibration | None = None,
+                  verify_samples: int | None = None, options: ExportOptions | None = None,
+                  out: Path | None = None) -> tuple[ExportInputs, list[BuildResult]]:
+    """Export ``names`` from one loaded run and merge them into RUN/export_report.{json,md}.
+
+    ``out`` (one build only) writes elsewhere than beside the run. The folder is locked while builds
+    are written, and temp files an interrupted export left there are removed.
+
+    Raises:
+        ConfigError: bad names, calibration data or output folder.
+    """
+    unknown = [n for n in names if n not in BUILDS]
+    if unknown:
+        raise ConfigError(f"unknown build(s) {', '.join(unknown)}; choose from {', '.join(BUILDS)}")
+    if out is not None and len(names) != 1:
+        raise ConfigError("--out names one file: export one build at a time with it")
+    folder = ensure_writable_dir(Path(out).parent if out else run.path)
+    print(f"loading {run.path} and its calibration/verification data ...", file=sys.stderr)
+    calibration, options = calibration or Calibration(), options or ExportOptions()
+    inputs = load_inputs(run, calibration, verify_samples=verify_samples,
+                         need_calibration=any(RECIPES[n].calibrated for n in names))
+    with folder_lock(folder, "export"):
+        remove_stale_parts(folder)
+        results = []
+        for name in names:
+            print(f"exporting {name} ...", file=sys.stderr)
+            results.append(export_build(inputs, name, out, options))
+        write_report(run.path, [r.report_entry() for r in results])
+    return inputs, results

@@ -1,0 +1,79 @@
+"""A build's metadata: made once the gate has passed, written into the build and beside it.
+
+The sidecar (``model_int8.tflite.json``) and, for ONNX, the model's own ``metadata_props`` hold the
+same record: class names, input, preprocessing, quantisation, the unknown threshold, the float
+model it came from and the verification figures. The sidecar also holds the SHA-256 of the model
+file it describes, so ``runtime.builds.read_metadata`` refuses a model beside a stale sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runtime.atomic import atomic_path
+from runtime.builds import METADATA_FORMAT, BuildSpec, file_sha256, sidecar_of
+from train.runs import Run
+
+
+def _quant(q: tuple[float, int]) -> dict[str, float] | None:
+    return {"scale": float(q[0]), "zero_point": int(q[1])} if q and q[0] else None
+
+
+def io_details(backend: Any) -> dict[str, Any]:
+    """Input/output dtype and quantisation of an opened runtime backend."""
+    return {"input": {"dtype": backend.input_dtype.name, "quantization": _quant(backend.input_quant)},
+            "output": {"dtype": backend.output_dtype.name, "quantization": _quant(backend.output_quant)}}
+
+
+def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: float = 0.0,
+                   threshold_rule: str | None = None, verification: dict[str, Any] | None = None) -> dict[str, Any]:
+    p = run.preprocess
+    bg = run.meta.get("background") or {}
+    return {
+        "format": METADATA_FORMAT,
+        "build": spec.name,
+        "backend": spec.backend,
+        "precision": spec.precision,
+        "quantized": spec.quantized,
+        "class_names": list(run.class_names),
+        "num_classes": run.num_classes,
+        "input": {"shape": [-1, p.size, p.size, p.channels], "layout": "NHWC", "colour": p.colour,
+                  "camera_order": "frames are BGR (OpenCV); runtime converts to RGB", **io["input"]},
+        "output": {"kind": "probabilities", **io["output"]},
+        "preprocess": p.to_dict(),
+        "threshold": threshold,
+        "threshold_rule": threshold_rule,
+        "background_class": bg.get("class_id"),
+        "background_frames": bg.get("frames", []),
+        "background_frames_gt_sha256": bg.get("frames_gt_sha256"),
+        "float_model": {"path": str(run.model_file.resolve()), "sha256": run.model_sha256,
+                        "arch": run.meta["arch"], "val_accuracy": run.meta.get("val_accuracy")},
+        "verification": verification,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def embed_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Put ``meta`` into the ONNX file's metadata_props, replacing the file atomically."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"signkit": json.dumps({k: v for k, v in meta.items() if k != "model_sha256"})})
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def sidecar_text(model: Path, meta: dict[str, Any]) -> str:
+    """The sidecar JSON for ``model`` as it is on disk now (its SHA-256 included)."""
+    return json.dumps({**meta, "model_sha256": file_sha256(model)}, indent=2)
+
+
+def write_metadata(build: Path, meta: dict[str, Any]) -> None:
+    """Rewrite an existing build's metadata (ONNX props first, then the sidecar with the new checksum)."""
+    if build.suffix == ".onnx":
+        embed_onnx_metadata(build, meta)
+    with atomic_path(sidecar_of(build)) as tmp:
+        tmp.write_text(sidecar_text(build, meta))

@@ -1,0 +1,95 @@
+"""Annotated road frames on disk (the GTSDB layout): frames + ``gt.txt``, read and checked.
+
+Not used on the Pi: bench, the camera demo's drive video and the frame-pipeline fitting in train/
+read annotated frames through this module. It needs only OpenCV, so it lives with the runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.roi import Box, RoiError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    box: Box  # x2/y2 exclusive
+    class_id: int
+
+
+def read_gtsdb(path: Path, num_classes: int | None = None, frames: set[str] | None = None) -> dict[str, list[Annotation]]:
+    """GTSDB ``gt.txt``: ``image;left;top;right;bottom;ClassId`` per line (inclusive), keyed by image stem.
+
+    Args:
+        num_classes: reject class ids outside ``0..num_classes-1`` (None: only negative ids).
+        frames: the stems of the frames present; reject lines naming another frame (None: no check).
+
+    Raises:
+        RoiError: an unreadable file, or a line that is malformed, has a box with no area, a
+            negative coordinate, a class id out of range or a frame that is not there; with its line number.
+    """
+    out: dict[str, list[Annotation]] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RoiError(f"cannot read annotations {path} ({err}); pass a GTSDB gt.txt") from None
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        cells = line.strip().split(";")
+        try:
+            if len(cells) != 6:
+                raise ValueError
+            name, left, top, right, bottom, c = cells[0], *map(int, cells[1:6])
+        except ValueError:
+            raise RoiError(f"{path} line {i}: expected image;left;top;right;bottom;ClassId, got {line.strip()!r}") from None
+        where = f"{path} line {i}"
+        if min(left, top) < 0 or right < left or bottom < top:
+            raise RoiError(f"{where}: box {left},{top},{right},{bottom} is inverted or negative; fix or delete the line")
+        if c < 0 or (num_classes is not None and c >= num_classes):
+            raise RoiError(f"{where}: class id {c} is outside 0..{(num_classes or 1) - 1}; fix or delete the line")
+        stem = Path(name).stem
+        if frames is not None and stem not in frames:
+            raise RoiError(f"{where}: frame {name} is not in {Path(path).parent}; add the frame or delete the line")
+        out.setdefault(stem, []).append(Annotation((left, top, right + 1, bottom + 1), c))
+    return out
+
+
+def frame_files(folder: Path, num_classes: int | None = None) -> tuple[dict[str, Path], dict[str, list[Annotation]]]:
+    """A GTSDB-layout folder: its frames by stem, and the signs of ``gt.txt`` by stem (checked against the frames)."""
+    folder = Path(folder)
+    gt_file = folder / "gt.txt"
+    if not gt_file.is_file():
+        raise RoiError(f"{folder} has no gt.txt; pass a GTSDB-layout folder (frames + gt.txt)")
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise RoiError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+    return files, read_gtsdb(gt_file, num_classes, set(files))
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """A BGR frame from disk, or a one-line RoiError naming the file."""
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None or frame.size == 0:
+        raise RoiError(f"{path} is not a readable image; remove or re-encode it")
+    return frame
+
+
+def annotations_fingerprint(folder: Path) -> str:
+    """SHA-256 (16 hex digits) of a GTSDB-layout folder's gt.txt: names a frame set wherever it lives."""
+    return hashlib.sha256((Path(folder) / "gt.txt").read_bytes()).hexdigest()[:16]
+
+
+def select_frames(stems: list[str], subset: str) -> list[str]:
+    """Frames by the number in their name: "even", "odd", or "all"."""
+    if subset == "all":
+        return list(stems)
+    parity = 0 if subset == "even" else 1
+    return [s for s in stems if s.isdigit() and int(s) % 2 == parity]

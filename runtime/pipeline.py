@@ -1,0 +1,116 @@
+"""The frame pipeline: find the signs of a whole frame (proposals -> crops -> one invoke -> signs).
+
+    pipe = FramePipeline(Classifier.from_build("runs/edge-bg/model_int8.tflite", threads=2))
+    result = pipe.run(frame_bgr)                      # or pipe.run(frame_bgr, boxes=[...]) for fixed ROIs
+    for det in result.detections:
+        print(det.box, det.prediction.label, det.prediction.score, det.proposal.cue)
+    print(result.ms.total)
+
+This is the one code path for a frame: ``detect_signs``, ``python -m bench.gtsdb``, the benchmarks
+and ``python -m camera_demo`` all call :meth:`FramePipeline.run`. Use a build with a background
+class ("not a sign", ``python -m train --background``): a threshold alone lets through most of the
+leaves and windows the proposal stage hands over (``bench.gtsdb``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.classifier import Classifier, Detection, check_frame, crop_rois
+from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose
+from runtime.roi import nms
+
+OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
+GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Milliseconds one frame spent in each stage; ``total`` is the whole call."""
+
+    proposals: float
+    crop: float  # clamp, crop, resize and normalise every ROI
+    invoke: float
+    post: float  # scores to labels, unknowns and duplicates dropped
+    total: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"proposals": self.proposals, "crop+preprocess": self.crop, "invoke": self.invoke, "post": self.post,
+                "total": self.total}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline made of one frame.
+
+    Attributes:
+        detections: the signs: known, one per physical sign, most confident first.
+        rois: every ROI offered to the classifier: the proposals, or the given boxes (cue ``"given"``).
+        classified: one entry per ROI, in ``rois`` order: its Detection, or None if the box had no area in the frame.
+        ms: per-stage milliseconds.
+    """
+
+    detections: tuple[Detection, ...]
+    rois: tuple[Proposal, ...]
+    classified: tuple[Detection | None, ...]
+    ms: StageTimes
+
+
+def keep_signs(dets: Sequence[Detection], overlap_iou: float = OVERLAP_IOU) -> list[Detection]:
+    """Known detections, most confident first; of two that overlap (one sign proposed twice) the surer one."""
+    known = [d for d in dets if d.prediction.known]
+    keep = nms([d.box for d in known], [d.prediction.score for d in known], overlap_iou)
+    return [known[i] for i in keep]
+
+
+class FramePipeline:
+    """Proposals (or given boxes), crops, one invoke, signs; built once, run on every frame.
+
+    Safe to share between threads when its Classifier is (see ``runtime.classifier``): it holds no
+    per-frame state.
+    """
+
+    def __init__(self, classifier: Classifier, proposals: ProposalConfig | None = None, ranker: Ranker | None = None,
+                 overlap_iou: float = OVERLAP_IOU) -> None:
+        self.classifier = classifier
+        self.proposals = proposals or ProposalConfig()
+        self.ranker = default_ranker() if ranker is None else ranker
+        self.overlap_iou = overlap_iou
+
+    def run(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None) -> FrameResult:
+        """Find and classify the signs of a uint8 HxWx3 BGR frame.
+
+        Args:
+            boxes: classify these ``(x1, y1, x2, y2)`` boxes instead of proposing (fixed ROIs, ground truth).
+
+        Raises:
+            RoiError: the frame is not a usable image (checked once, here), or a box is not four numbers.
+        """
+        t0 = time.perf_counter()
+        check_frame(frame_bgr)
+        if boxes is None:
+            rois = tuple(propose(frame_bgr, self.proposals, self.ranker))
+        else:
+            rois = tuple(Proposal(tuple(b), GIVEN, 1.0) for b in boxes)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        index, kept, x = crop_rois(frame_bgr, [r.box for r in rois], self.classifier.preprocess)
+        t2 = time.perf_counter()
+        probs = self.classifier.predict_proba(x)
+        t3 = time.perf_counter()
+        classified: list[Detection | None] = [None] * len(rois)
+        for i, box, pred in zip(index, kept, self.classifier.predictions(probs)):
+            classified[i] = Detection(box, pred, rois[i])
+        signs = keep_signs([d for d in classified if d is not None], self.overlap_iou)
+        t4 = time.perf_counter()
+        ms = StageTimes(*(1000.0 * v for v in (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)))
+        return FrameResult(tuple(signs), rois, tuple(classified), ms)
+
+
+def detect_signs(clf: Classifier, frame_bgr: np.ndarray, cfg: ProposalConfig | None = None,
+                 ranker: Ranker | None = None) -> list[Detection]:
+    """The signs of one BGR frame (for a stream of frames, build a :class:`FramePipeline` once)."""
+    return list(FramePipeline(clf, cfg, ranker).run(frame_bgr).detections)
