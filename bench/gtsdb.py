@@ -77,8 +77,9 @@ def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None) -> set[
     return trained
 
 
-def load_frames(folder: Path) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
-    files, gt = frame_files(folder)
+def load_frames(folder: Path, num_classes: int | None = None) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
+    """Every frame of a GTSDB-layout folder, decoded, and its checked annotations (class ids below ``num_classes``)."""
+    files, gt = frame_files(folder, num_classes)
     return [(stem, read_frame(path)) for stem, path in files.items()], gt
 
 
@@ -218,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.ranker and len(args.ranker) not in (1, len(args.build)):
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
-    frames, gt = load_frames(args.data)
+    metas = [read_metadata(b) for b in args.build]
+    sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
+    frames, gt = load_frames(args.data, sign_classes)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
     rankers: list[Ranker | None] = [None] * len(args.build)

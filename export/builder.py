@@ -98,6 +98,8 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None,
         publish(tmp, out)
         publish(side, sidecar_of(out))
         return BuildResult(spec, out, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
+    except OSError as err:  # the disk, not the build: name the file the user asked for
+        raise OSError(err.errno, err.strerror, str(out)) from None
     finally:
         for leftover in (tmp, side):
             if leftover.exists():

@@ -51,8 +51,9 @@ def read_gtsdb(path: Path, num_classes: int | None = None, frames: set[str] | No
         except ValueError:
             raise RoiError(f"{path} line {i}: expected image;left;top;right;bottom;ClassId, got {line.strip()!r}") from None
         where = f"{path} line {i}"
-        if min(left, top) < 0 or right < left or bottom < top:
-            raise RoiError(f"{where}: box {left},{top},{right},{bottom} is inverted or negative; fix or delete the line")
+        if min(left, top) < 0 or right <= left or bottom <= top:
+            raise RoiError(f"{where}: box {left},{top},{right},{bottom} is inverted, negative or of zero size; fix or "
+                           f"delete the line")
         if c < 0 or (num_classes is not None and c >= num_classes):
             raise RoiError(f"{where}: class id {c} is outside 0..{(num_classes or 1) - 1}; fix or delete the line")
         stem = Path(name).stem

@@ -47,6 +47,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         publish(tmp_path, dest)
+    except OSError as err:  # name the file the user asked for, not our temp file
+        raise OSError(err.errno, err.strerror, str(dest)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

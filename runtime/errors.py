@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -27,6 +28,10 @@ class BackendUnavailableError(SignkitError, ImportError):
     """The inference library a build needs is not installed."""
 
 
+# Errors of the disk rather than the program: said in one line, like any other the user can fix.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
 Main = Callable[..., int]
 
 
@@ -40,6 +45,13 @@ def cli_errors(prog: str) -> Callable[[Main], Main]:
                 return main(argv)
             except SignkitError as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
+                return 1
+            except OSError as err:
+                if err.errno not in DISK_ERRNOS:
+                    raise
+                where = f" {err.filename}" if err.filename else ""
+                print(f"{prog}: error: cannot write{where} ({err.strerror}); nothing half-written was kept: free "
+                      f"space or choose a folder you can write to", file=sys.stderr)
                 return 1
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)

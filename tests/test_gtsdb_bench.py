@@ -58,9 +58,16 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
     assert e.value.code == 2
 
 
-def test_bench_gtsdb_bad_folder(tmp_path, capsys):
+def test_bench_gtsdb_bad_build_or_folder(tmp_path, capsys):
     (tmp_path / "model_int8.tflite").write_bytes(b"x")
     assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--data", str(tmp_path)]) == 1
+    assert "no metadata sidecar" in capsys.readouterr().err  # a BuildError, reported in one line
+
+
+@pytest.mark.slow
+def test_bench_gtsdb_folder_without_annotations(exported, tmp_path, capsys):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    assert gtsdb.main(["--build", str(build), "--data", str(tmp_path)]) == 1
     assert "has no gt.txt" in capsys.readouterr().err  # a RoiError, reported in one line
 
 

@@ -14,6 +14,7 @@ import csv
 import io
 import pickle
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,13 @@ class Listing:
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode any image OpenCV reads into RGB uint8, or None if it is unreadable or truncated."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    """Decode any image OpenCV reads into RGB uint8, or None if it is unreadable, truncated or empty."""
+    if not data:
+        return None  # a 0-byte file: cv2.imdecode would raise on the empty buffer
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
     if img is None or img.size == 0:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -116,12 +122,22 @@ def list_kaggle(path: Path, subset: str) -> Listing:
     if subset not in ("train", "test") or not csv_path.is_file():
         raise DatasetFormatError(f"{root} has no {subset} subset (gtsrb-kaggle offers Train.csv and Test.csv)")
     rows = _csv_rows(csv_path.read_text(encoding="utf-8-sig"), ",", ("Path", "ClassId"), str(csv_path))
-    has_roi = rows and all(c in rows[0] for c in ROI_COLUMNS)
+    roi_cols = [c for c in ROI_COLUMNS if rows and c in rows[0]]
+    if roi_cols and len(roi_cols) < len(ROI_COLUMNS):
+        missing = ", ".join(c for c in ROI_COLUMNS if c not in roi_cols)
+        raise DatasetFormatError(f"{csv_path} has some ROI columns but lacks {missing}; add it, or remove every Roi.* "
+                                 f"column to train on whole images")
+    has_roi = bool(roi_cols)
+    if rows and not has_roi:
+        print(f"note: {csv_path} has no Roi.* columns; training on whole images (no crop to the sign)", file=sys.stderr)
     names = _kaggle_class_names(root)
     entries = []
     for i, row in enumerate(rows, start=2):
         where = f"{csv_path} line {i}"
         rel = row["Path"].strip()
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DatasetFormatError(f"{where}: Path {rel!r} leaves the dataset folder {root}; paths must be relative "
+                                     f"to it, without '..'")
         m = re.match(r"(\d+)_(\d+)_\d+$", Path(rel).stem)
         entries.append(Entry(
             ref=rel,
@@ -131,8 +147,10 @@ def list_kaggle(path: Path, subset: str) -> Listing:
         ))
     tree = FileTree(root)
     has_tracks = bool(entries) and all(e.track for e in entries)
+    # Every image's size and mtime are in the key: a repaired or replaced image is decoded again.
+    stamps = [str(root.resolve()), subset, tree.stamp(csv_path.name), str(len(entries)), *(tree.stamp(str(e.ref)) for e in entries)]
     return Listing("gtsrb-kaggle", subset, entries, names, _read_tree_image(tree), lambda e: tree.describe(str(e.ref)),
-                   digest([str(root.resolve()), subset, tree.stamp(csv_path.name), str(len(entries))]), has_tracks)
+                   digest(stamps), has_tracks)
 
 
 def _kaggle_class_names(root: Path) -> tuple[str, ...]:
@@ -186,6 +204,7 @@ def list_official(path: Path, subset: str) -> Listing:
                     label = _check_label(_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
                     fname = row["Filename"].strip()
                     refs.append((tree, f"{folder}/{fname}"))
+                    stamps.append(tree.stamp(f"{folder}/{fname}"))
                     entries.append(Entry(len(refs) - 1, label, f"{label:05d}_{fname.split('_')[0]}", _roi(row, f"{where} line {i}")))
     elif subset == "test":
         images = {n.rsplit("/", 1)[1]: (t, n) for t in trees for n in t.names() if _TEST_IMAGES.search(n) and not n.endswith(".csv")}
@@ -201,6 +220,7 @@ def list_official(path: Path, subset: str) -> Listing:
             if fname not in images:
                 raise DatasetFormatError(f"{where} line {i}: image {fname} not found under Final_Test/Images")
             refs.append(images[fname])
+            stamps.append(images[fname][0].stamp(images[fname][1]))
             label = _check_label(_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
             entries.append(Entry(len(refs) - 1, label, None, _roi(row, f"{where} line {i}")))
     else:

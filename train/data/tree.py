@@ -31,7 +31,11 @@ class FileTree:
         return str(self.root / name)
 
     def stamp(self, name: str) -> str:
-        st = (self.root / name).stat()
+        """Size and mtime (a changed file gets a new stamp); "missing" for a file that is not there."""
+        try:
+            st = (self.root / name).stat()
+        except OSError:
+            return "missing"
         return f"{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -54,7 +58,10 @@ class ZipTree(FileTree):
         return f"{self.root}:{name}"
 
     def stamp(self, name: str) -> str:
-        info = self._zip.getinfo(name)
+        try:
+            info = self._zip.getinfo(name)
+        except KeyError:
+            return "missing"
         return f"{info.file_size}:{info.CRC}"
 
 
