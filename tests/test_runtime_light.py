@@ -1,4 +1,4 @@
-"""runtime/ and camera_demo/ must import on a Pi without TensorFlow or Keras."""
+"""runtime/ and camera_demo/ must import on a Pi without TensorFlow or Keras, and without train/, export/ or bench/."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pkgutil
 pkg = importlib.import_module(sys.argv[1])
 for mod in pkgutil.walk_packages(pkg.__path__, sys.argv[1] + "."):
     importlib.import_module(mod.name)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "matplotlib", "tqdm"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "matplotlib", "tqdm",
+                                                             "train", "export", "bench"))
 print("loaded-heavy:", heavy)
 """
 
