@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.matching import match_pairs
 from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
@@ -84,21 +85,9 @@ def load_frames(folder: Path, num_classes: int | None = None) -> tuple[list[tupl
 
 
 def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: float) -> int:
-    """Greedy one-to-one matching by IoU; a true positive also needs the right class."""
-    if not dets or not truth:
-        return 0
-    ious = iou_matrix([a.box for a in truth], [b for b, _ in dets])
-    used: set[int] = set()
-    tp = 0
-    for ti, a in enumerate(truth):
-        for di in np.argsort(-ious[ti]):
-            if ious[ti, di] < iou:
-                break
-            if di not in used and dets[di][1].class_id == a.class_id:
-                used.add(int(di))
-                tp += 1
-                break
-    return tp
+    """True positives: greedy one-to-one matching by IoU, each needing the right class."""
+    return len(match_pairs([b for b, _ in dets], [p.class_id for _, p in dets], [a.box for a in truth],
+                           [a.class_id for a in truth], iou))
 
 
 def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 COMMANDS = ("train.__main__", "train.evaluate", "train.download", "train.negatives", "train.proposals", "export.tflite",
-            "export.onnx", "export.all", "export.threshold", "bench.gtsdb")
+            "export.onnx", "export.all", "export.threshold", "bench.gtsdb", "bench.drive", "camera_demo.__main__")
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -1,12 +1,18 @@
-"""The runtime on an emulated 64-bit Raspberry Pi OS (bookworm arm64, Python 3.11).
+"""The runtime and the camera demo on an emulated 64-bit Raspberry Pi OS (bookworm arm64, Python 3.11).
 
 Opt-in and out of CI (minutes under qemu): ``SIGNKIT_PI_EMULATE=path/to/pi-emulate.sh bash test.sh -m pi``.
-It installs only what ``pip install signkit[pi]`` would (numpy, OpenCV, ai-edge-litert; no
-TensorFlow) and classifies ROIs of a frame with an int8 build.
+
+* ``test_runtime_runs_on_emulated_pi``: what ``pip install signkit[pi]`` installs (numpy, OpenCV and
+  ai-edge-litert from pip; no TensorFlow) classifies ROIs and proposes boxes.
+* ``test_camera_demo_on_emulated_pi_matches_x86``: apt's numpy 1.24 and OpenCV 4.6, the project
+  installed by the README's own line (``bash camera_demo/pi/install.sh``), the demo run headless on
+  a lossless video made from road frames; its boxes and labels must equal an x86 run of the same
+  build and video. ``SIGNKIT_PI_BUILD`` names a build to use instead of the tiny fixture model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from runtime.builds import BUILDS, build_file, sidecar_of
-from tests.conftest import REPO
+from tests.conftest import REPO, shared_data
 
 pytestmark = [pytest.mark.pi, pytest.mark.slow]
 
@@ -34,19 +40,65 @@ assert any(abs(p.box[0] - 170) < 8 and abs(p.box[2] - 231) < 8 for p in props), 
 print("PI-OK", platform.machine(), len(dets), [d.prediction.label for d in dets], clf.backend.__class__.__name__)
 """
 
-
 TOOL = os.environ.get("SIGNKIT_PI_EMULATE", "")
+needs_tool = pytest.mark.skipif(not Path(TOOL).is_file(), reason="set SIGNKIT_PI_EMULATE to pi-emulate.sh to run this")
 
 
-@pytest.mark.skipif(not Path(TOOL).is_file(), reason="set SIGNKIT_PI_EMULATE to pi-emulate.sh to run this")
-def test_runtime_runs_on_emulated_pi(exported, tmp_path):
-    tool = TOOL
-    work = tmp_path / "pi"
-    shutil.copytree(REPO / "runtime", work / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    build = build_file(exported, BUILDS["tflite-int8"])
+def _copy_build(build: Path, work: Path) -> Path:
     shutil.copy(build, work / build.name)
     shutil.copy(sidecar_of(build), work / sidecar_of(build).name)
-    proc = subprocess.run(["bash", tool, "-p", "numpy", "-p", "opencv-python-headless", "-p", "ai-edge-litert",
+    return work / build.name
+
+
+@needs_tool
+def test_runtime_runs_on_emulated_pi(exported, tmp_path):
+    work = tmp_path / "pi"
+    shutil.copytree(REPO / "runtime", work / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_build(build_file(exported, BUILDS["tflite-int8"]), work)
+    proc = subprocess.run(["bash", TOOL, "-p", "numpy", "-p", "opencv-python-headless", "-p", "ai-edge-litert",
                            "-w", str(work), "--", "python", "-c", CHECK], check=False, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PI-OK aarch64 2" in proc.stdout, proc.stdout[-2000:]
+
+
+def _checkout(dest: Path) -> None:
+    """The project as a fresh clone holds it: the files git tracks (and untracked ones it does not ignore)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+
+
+def _detections(path: Path) -> list[list[tuple[tuple[int, ...], str]]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [[(tuple(d["box"]), d["label"]) for d in r["detections"]] for r in rows]
+
+
+@needs_tool
+def test_camera_demo_on_emulated_pi_matches_x86(exported, tmp_path):
+    from bench import drive
+    from camera_demo import __main__ as demo_cli
+    from tests import synth
+
+    work = tmp_path / "signkit"
+    _checkout(work)
+    build = _copy_build(Path(os.environ.get("SIGNKIT_PI_BUILD") or build_file(exported, BUILDS["tflite-int8"])), work)
+    root = shared_data()
+    frames = root / "gtsdb" if root and (root / "gtsdb").is_dir() else synth.write_gtsdb(tmp_path / "frames", frames=2)
+    assert drive.main(["--data", str(frames), "--out", str(work / "drive.mkv"), "--limit", "2", "--steps", "3", "--quiet"]) == 0
+
+    assert demo_cli.main(["--build", str(build), "--source", str(work / "drive.mkv"), "--headless", "--threads", "2",
+                          "--jsonl", str(tmp_path / "x86.jsonl")]) == 0
+    script = ("SIGNKIT_NO_PICAMERA=1 bash camera_demo/pi/install.sh && "
+              f".venv/bin/python -m camera_demo --build {build.name} --source drive.mkv --headless --threads 2 --jsonl pi.jsonl")
+    env = {**os.environ, "PI_INCLUDE": "python3-numpy,python3-opencv,python3-venv,python3-pip",
+           "PI_VENV_ARGS": "--system-site-packages", "PI_ROOT": os.environ.get("SIGNKIT_PI_ROOT", "/tmp/pi-root-apt")}
+    proc = subprocess.run(["bash", TOOL, "-w", str(work), "--", "bash", "-c", script], env=env, check=False,
+                          capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "install.sh: ready on aarch64: numpy 1." in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    x86, pi = _detections(tmp_path / "x86.jsonl"), _detections(work / "pi.jsonl")
+    assert len(pi) == len(x86) == 6
+    assert pi == x86

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of each class's tracks held out")
-    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, default=8,
+                   help="early-stopping patience in epochs, counted only in the last third of the schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ARCH-TIMESTAMP; with --resume the latest run)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")

@@ -1,6 +1,6 @@
 """Mine "not a sign" crops from road frames, for a background class the classifier can answer with.
 
-    python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even
+    python -m train.negatives --frames ../shared/data/gtsdb-train --out data/negatives
     python -m train --data ../shared/data/gtsrb --background data/negatives
 
 Crops come from a wide pool of built-in proposals (the hard negatives the runtime will meet, not
@@ -70,7 +70,7 @@ def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Ge
     return chosen
 
 
-def mine(frames_dir: Path, out: Path, *, subset: str = "even", per_frame: int = 150, margin: float = 0.1,
+def mine(frames_dir: Path, out: Path, *, subset: str = "all", per_frame: int = 150, margin: float = 0.1,
          seed: int = 0, progress: bool = True, ranker: Ranker | None = None) -> dict:
     """Write negative crops of the chosen frames to ``out``; return the manifest."""
     files, gt = frame_files(frames_dir)
@@ -100,13 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.negatives", formatter_class=HelpFormatter,
         description="Mine not-a-sign crops from annotated road frames for a background class.",
-        epilog="examples:\n  python -m train.negatives --frames ../shared/data/gtsdb --out data/negatives --subset even\n"
+        epilog="examples:\n  python -m train.negatives --frames ../shared/data/gtsdb-train --out data/negatives\n"
                "  python -m train --data ../shared/data/gtsrb --background data/negatives",
     )
     p.add_argument("--frames", type=Path, required=True, help="GTSDB-layout folder: frames + gt.txt")
     p.add_argument("--out", type=Path, default=Path("data/negatives"), help="folder for the crops")
-    p.add_argument("--subset", default="even", choices=("even", "odd", "all"),
-                   help="which frames to mine (keep the others to evaluate on)")
+    p.add_argument("--subset", default="all", choices=("even", "odd", "all"),
+                   help="which frames of --frames to mine (with one folder only: keep the others to evaluate on)")
     p.add_argument("--per-frame", type=int, default=150, help="crops per frame at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranker", type=Path, default=None,

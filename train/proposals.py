@@ -1,13 +1,14 @@
 """Fit the proposal ranker: per-cue logistic weights that put real signs first among the candidates.
 
-    python -m train.proposals --frames ../shared/data/gtsdb --subset even
+    python -m train.proposals --frames ../shared/data/gtsdb-train --score ../shared/data/gtsdb
 
 Every candidate of the chosen frames (``runtime.proposals.candidates``) is a positive when its box
 has IoU >= 0.5 with an annotated sign, else a negative; each cue gets an L2-regularised logistic
 regression (Newton's method, numpy only) over the cheap features the runtime computes anyway. The
 weights go to ``runtime/proposal_ranker.json`` (a few dozen numbers) with the frames they came
 from, so ``bench.gtsdb`` can leave those frames out. It prints proposal recall at the default cap on
-the frames it was *not* fitted on, for the fitted ranking and for the fill-ratio ranking it replaces.
+frames it was *not* fitted on (the rest of ``--frames``, and the folder ``--score``), for the fitted
+ranking and for the fill-ratio ranking it replaces.
 """
 
 from __future__ import annotations
@@ -92,11 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.proposals", formatter_class=HelpFormatter,
         description="Fit the proposal stage's ranking on annotated road frames (numpy only, seconds).",
-        epilog="example:\n  python -m train.proposals --frames ../shared/data/gtsdb --subset even",
+        epilog="examples:\n  python -m train.proposals --frames ../shared/data/gtsdb-train --score ../shared/data/gtsdb\n"
+               "  python -m train.proposals --frames my_frames/ --subset even --out ranker_even.json",
     )
     p.add_argument("--frames", type=Path, required=True, help="GTSDB-layout folder: frames + gt.txt")
-    p.add_argument("--subset", default="even", choices=("even", "odd", "all"),
-                   help="frames to fit on (the others are scored; bench.gtsdb leaves these out)")
+    p.add_argument("--subset", default="all", choices=("even", "odd", "all"),
+                   help="frames of --frames to fit on (the others are scored; bench.gtsdb leaves these out)")
+    p.add_argument("--score", type=Path, default=None,
+                   help="another GTSDB-layout folder to report proposal recall on (frames that fit nothing)")
     p.add_argument("--out", type=Path, default=RANKER_FILE, help="ranker JSON to write")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty on the weights")
     p.add_argument("--quiet", action="store_true")
@@ -121,12 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"features": list(FEATURES), "weights": {k: list(v) for k, v in ranker.weights.items()},
               "fitted_on": list(fit_on), "gt_sha256": annotations_fingerprint(args.frames), "source": args.frames.name, "subset": args.subset,
               "candidates": int(sum(len(p) for _, p in data)), "positives": n_pos, "l2": args.l2}
+    scored: list[tuple[str, dict[str, np.ndarray], dict[str, list[Annotation]]]] = []
     if held_out:
-        held = {s: frames[s] for s in held_out}
+        scored.append((f"{len(held_out)} held-out frames of {args.frames}", {s: frames[s] for s in held_out}, gt))
+    if args.score:
+        score_files, score_gt = frame_files(args.score)
+        scored.append((f"{len(score_files)} frames of {args.score}", {s: read_frame(p) for s, p in score_files.items()}, score_gt))
+    for where, held, truth in scored:
         for name, r in (("fitted ranking", ranker), ("fill-ratio ranking", Ranker())):
-            rec, per_frame = proposal_recall(held, gt, cfg, r)
-            record.setdefault("held_out", {})[name] = {"recall": rec, "proposals_per_frame": per_frame}
-            print(f"{name:<18} on {len(held)} held-out frames: proposal recall {rec:.3f} at {per_frame:.1f} proposals/frame")
+            rec, per_frame = proposal_recall(held, truth, cfg, r)
+            record.setdefault("held_out", {}).setdefault(where, {})[name] = {"recall": rec, "proposals_per_frame": per_frame}
+            print(f"{name:<18} on {where}: proposal recall {rec:.3f} at {per_frame:.1f} proposals/frame")
     write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
     print(f"fitted {len(ranker.weights)} cues on {len(fit_on)} frames ({record['candidates']} candidates, {n_pos} on signs) -> {args.out}")
     return 0

@@ -150,7 +150,10 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
     callbacks = [
         _cosine_schedule(keras, cfg.lr, steps, cfg.epochs),
         _checkpointer(keras, ckpt_dir, state),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience),
+        # Patience counts only in the schedule's last third, where the learning rate has decayed: a run must
+        # not stop while the rate is still high (a frame-pipeline run once stopped at epoch 13 of 30, best epoch 5).
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
+                                      start_from_epoch=stopping_starts(cfg.epochs)),
     ]
     print(f"training {cfg.arch} ({model.count_params():,} params) on {len(train_set)} images, "
           f"validating on {len(val_set)} ({split_info['kind']} split), {spec.size}x{spec.size}, {device}, backend {cfg.backend}",
@@ -179,6 +182,8 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         "val_accuracy": val_acc,
         "best_epoch": state["best_epoch"],
         "epochs_run": epochs_run,
+        "early_stopping": {"patience": cfg.patience, "counts_from_epoch": stopping_starts(cfg.epochs) + 1,
+                           "stopped_early": epochs_run < cfg.epochs},
         "training_seconds": round(state["seconds"], 1),
         "seconds_per_epoch": round(state["seconds"] / max(epochs_run, 1), 1),
         "params": int(best.count_params()),
@@ -193,6 +198,11 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
 
     plot_history(state["history"], out / "training_curves.png")
     return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"])
+
+
+def stopping_starts(epochs: int) -> int:
+    """The epoch from which early stopping may count patience: the last third of the cosine schedule."""
+    return (2 * epochs) // 3
 
 
 def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | None:

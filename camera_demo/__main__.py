@@ -1,0 +1,185 @@
+"""Read the signs a camera sees, live: the runtime's frame pipeline on a Pi camera, USB camera, video or folder.
+
+    python -m camera_demo --build runs/edge-bg/model_int8.tflite --source picamera2 --serve 8000
+    python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl --smooth 5
+
+Sources: picamera2 (the Pi's CSI camera), a camera number or /dev/videoN, a video file, a stream URL
+(rtsp://, http://, tcp://), or a folder of images (name order). ROIs: --detect (the built-in
+proposals; use a build with a background class), --roi boxes, or --rois a JSON file. A window
+opens where a display and a GUI-capable OpenCV exist; --serve streams the annotated frames to a
+browser. On exit (end of source, Ctrl-C, q/Esc) it prints frames, frame rates, per-stage ms and
+detections per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from camera_demo.demo import DemoOptions, Sinks, run_demo
+from camera_demo.display import Window, window_unavailable
+from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
+from camera_demo.server import FrameBoard, MjpegServer
+from camera_demo.sources import Reconnecting, Source, open_source
+from runtime.atomic import ensure_writable_dir, write_text_atomic
+from runtime.classifier import Classifier
+from runtime.cli import HelpFormatter
+from runtime.errors import ConfigError, cli_errors
+from runtime.pipeline import FramePipeline
+from runtime.proposals import Ranker, default_ranker
+from runtime.roi import Box, load_boxes, parse_boxes
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH, e.g. 1280x720") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m camera_demo", formatter_class=HelpFormatter,
+        description="Classify the signs a camera sees, live, with any build (TensorFlow-free).",
+        epilog="examples:\n  python -m camera_demo --build runs/edge-bg/model_int8.tflite --source picamera2 --serve 8000\n"
+               "  python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl --smooth 5",
+    )
+    p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its metadata")
+    p.add_argument("--source", default="auto",
+                   help="picamera2, a camera number or /dev/videoN, a video file, a stream URL or an image folder "
+                        "(auto: picamera2 where it is installed, else camera 0)")
+    rois = p.add_mutually_exclusive_group()
+    rois.add_argument("--detect", action="store_true", help="find the signs with the built-in proposals (the default)")
+    rois.add_argument("--roi", nargs="+", metavar="X1,Y1,X2,Y2", help="classify these fixed boxes in every frame")
+    rois.add_argument("--rois", type=Path, metavar="FILE.json", help="fixed boxes from a JSON file [[x1,y1,x2,y2], ...]")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="inference threads")
+    p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
+    p.add_argument("--ranker", type=Path, default=None, help="proposal ranker JSON (default: the runtime's own)")
+    p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
+    p.add_argument("--fps", type=float, default=None, help="at most this many frames per second (and the camera's rate)")
+    p.add_argument("--loop", action="store_true", help="play a file or folder again from the start at its end")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help="steady labels: a sign's label is the vote of its last N detections (1: off; 5 is a good start)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="with --detect: propose every K-th frame and follow the signs found in between (cheaper)")
+    p.add_argument("--headless", action="store_true", help="no window, even where one could open")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT", help="stream the annotated frames to a browser")
+    p.add_argument("--serve-host", default="127.0.0.1",
+                   help="address to serve on (0.0.0.0: every network the machine is on)")
+    p.add_argument("--save", type=Path, default=None, help="annotated video (.mp4, or .avi to survive a power cut)")
+    p.add_argument("--jsonl", type=Path, default=None, help="one JSON line per frame: boxes, classes, scores, ms")
+    p.add_argument("--snapshots", type=Path, default=None, help="folder for the crops of new detections (PNG)")
+    p.add_argument("--reconnect", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for a lost camera or stream to come back")
+    p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON")
+    return p
+
+
+def _fixed_boxes(args: argparse.Namespace) -> tuple[Box, ...] | None:
+    if args.roi:
+        return tuple(b for text in args.roi for b in parse_boxes(text))
+    if args.rois:
+        return tuple(load_boxes(args.rois))
+    return None
+
+
+def _open_source(args: argparse.Namespace, log: Any) -> Source:
+    spec = args.source
+    if spec == "auto":
+        try:
+            import picamera2  # noqa: F401
+
+            spec = "picamera2"
+        except ImportError:
+            spec = "0"
+        log(f"--source auto: using {spec}")
+    def opener() -> Source:
+        return open_source(spec, size=args.size, fps=args.fps)
+
+    return Reconnecting(opener, args.reconnect, log) if args.reconnect > 0 else opener()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (systemctl stop) ends the run as Ctrl-C does: outputs closed, summary printed
+
+
+@cli_errors("python -m camera_demo")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, value, low in (("--threads", args.threads, 1), ("--smooth", args.smooth, 1), ("--detect-every", args.detect_every, 1)):
+        if value < low:
+            parser.error(f"{flag} must be at least {low}")
+    if args.frames is not None and args.frames < 1:
+        parser.error("--frames must be at least 1")
+    if args.fps is not None and args.fps <= 0:
+        parser.error("--fps must be positive")
+    boxes = _fixed_boxes(args)
+    if boxes is not None and args.detect_every > 1:
+        parser.error("--detect-every needs --detect: fixed boxes are classified in every frame")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    clf = Classifier.from_build(args.build, threads=args.threads, threshold=args.threshold)
+    if boxes is None and clf.background_class is None:
+        log(f"note: {args.build.name} has no background class; with --detect it will call leaves and windows signs "
+            f"(train one with --background, README: Not a sign)")
+    ranker = Ranker.load(args.ranker) if args.ranker else default_ranker()
+    pipeline = FramePipeline(clf, ranker=ranker)
+    sinks = Sinks()
+    server = None
+    source = None
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    try:
+        source = _open_source(args, log)
+        if args.jsonl:
+            sinks.jsonl = JsonlWriter(args.jsonl)
+        if args.save:
+            sinks.video = VideoSaver(args.save, args.fps or source.fps or 15.0)
+        if args.snapshots:
+            sinks.snapshots = SnapshotWriter(args.snapshots, clf.preprocess.margin)
+        if args.serve is not None:
+            sinks.board = FrameBoard()
+            server = MjpegServer(sinks.board, args.serve, args.serve_host)
+            exposed = " (reachable from other machines: anyone on the network can watch)" if args.serve_host != "127.0.0.1" else ""
+            log(f"serving the annotated frames at http://{args.serve_host}:{server.port}/{exposed}")
+        if not args.headless:
+            why = window_unavailable()
+            if why:
+                log(f"running headless: {why}")
+            else:
+                sinks.window = Window()
+        options = DemoOptions(boxes, args.detect_every, args.smooth, args.fps, args.loop, args.frames)
+        summary = run_demo(source, pipeline, options, sinks, log)
+    finally:
+        sinks.close()
+        if server is not None:
+            server.close()
+        if source is not None:
+            source.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(summary.format())
+    if args.summary_json:
+        write_text_atomic(ensure_writable_dir(args.summary_json.parent, "--summary-json") / args.summary_json.name,
+                          json.dumps(summary.to_dict(), indent=2))
+    if summary.error:
+        raise ConfigError(summary.error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

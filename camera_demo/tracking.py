@@ -1,0 +1,104 @@
+"""Follow signs from frame to frame: steady labels (``--smooth N``) and cheap frames (``--detect-every K``).
+
+Detections are matched to tracks by IoU, greedily, surest first. A track reports the class that
+won the vote over its last N detections (a tie keeps the label it had), so one misread frame
+in five does not flicker the label. Each track also keeps its box's velocity, so between two
+proposal frames the pipeline can classify where each sign is about to be instead of proposing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.classifier import Detection
+from runtime.roi import Box, iou_matrix
+
+MATCH_IOU = 0.3
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    last_frame: int
+    votes: deque[int]
+    class_id: int
+    velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box change per frame
+    hits: int = 1
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A detection as the demo reports it: its track, the track's voted class, and whether the track is new."""
+
+    detection: Detection
+    track: int
+    class_id: int
+    label: str
+    new: bool
+
+
+@dataclass
+class Tracker:
+    window: int = 1  # --smooth N: the vote runs over a track's last N detections (1: no smoothing)
+    max_missing: int = 5  # frames a track survives without a detection
+    match_iou: float = MATCH_IOU
+    tracks: list[Track] = field(default_factory=list)
+    _next_id: int = 0
+
+    def update(self, detections: Sequence[Detection], frame: int, class_names: Sequence[str]) -> list[Tracked]:
+        """Match this frame's detections to the tracks; return them with their track's voted label."""
+        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_missing]
+        out: list[Tracked] = []
+        free = set(range(len(self.tracks)))
+        ious = iou_matrix([d.box for d in detections], [t.box for t in self.tracks]) if self.tracks else None
+        for i, det in enumerate(detections):  # detections come surest first
+            best = -1
+            if ious is not None and free:
+                cand = [j for j in free if ious[i, j] >= self.match_iou]
+                best = max(cand, key=lambda j: ious[i, j]) if cand else -1
+            cls = det.prediction.class_id
+            if best < 0:
+                track = Track(self._next_id, det.box, frame, deque([cls], maxlen=self.window), cls)
+                self._next_id += 1
+                self.tracks.append(track)
+                new = True
+            else:
+                free.discard(best)
+                track = self.tracks[best]
+                gap = max(1, frame - track.last_frame)
+                track.velocity = tuple((b - a) / gap for a, b in zip(track.box, det.box))  # type: ignore[assignment]
+                track.box, track.last_frame = det.box, frame
+                track.votes.append(cls)
+                track.hits += 1
+                track.class_id = self._vote(track)
+                new = False
+            out.append(Tracked(det, track.id, track.class_id, class_names[track.class_id], new))
+        return out
+
+    @property
+    def created(self) -> int:
+        """How many tracks (physical signs, as far as matching can tell) were started."""
+        return self._next_id
+
+    @staticmethod
+    def _vote(track: Track) -> int:
+        counts = Counter(track.votes)
+        top = max(counts.values())
+        if counts.get(track.class_id, 0) == top:
+            return track.class_id  # a tie keeps the label the track already has
+        return max(counts, key=lambda c: counts[c])
+
+    def predicted_boxes(self, frame: int, grow: float = 0.0) -> list[Box]:
+        """Where each live track's sign should be in ``frame`` (its velocity applied), grown by ``grow`` a side."""
+        boxes = []
+        for t in self.tracks:
+            gap = frame - t.last_frame
+            x1, y1, x2, y2 = (v + dv * gap for v, dv in zip(t.box, t.velocity))
+            w, h = (x2 - x1) * grow, (y2 - y1) * grow
+            boxes.append((int(np.floor(x1 - w)), int(np.floor(y1 - h)), int(np.ceil(x2 + w)), int(np.ceil(y2 + h))))
+        return boxes
