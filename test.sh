@@ -12,4 +12,7 @@ if [ ! -f .venv/.signkit-dev ] || [ pyproject.toml -nt .venv/.signkit-dev ]; the
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch .venv/.signkit-dev
 fi
-exec .venv/bin/python -m pytest "$@"
+# The latency benchmarks run once each, as tests (--benchmark-disable), unless you ask for timings:
+#   bash test.sh bench/ --benchmark-only      (the same as: pytest bench/ --benchmark-only)
+case " $* " in *" --benchmark-only "*|*" --benchmark-enable "*) timing=() ;; *) timing=(--benchmark-disable) ;; esac
+exec .venv/bin/python -m pytest "${timing[@]}" "$@"

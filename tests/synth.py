@@ -23,8 +23,7 @@ def make_sign(cls: int, side: int, rng: np.random.Generator) -> tuple[np.ndarray
     """An RGB image of about ``side`` px with a sign of class ``cls``; returns (image, inclusive ROI)."""
     margin = max(5, side // 10)
     w = h = side + 2 * margin
-    img = rng.integers(60, 160, (h, w, 3), dtype=np.uint8)
-    img = cv2.GaussianBlur(img, (5, 5), 2)
+    img: np.ndarray = cv2.GaussianBlur(rng.integers(60, 160, (h, w, 3), dtype=np.uint8), (5, 5), 2)
     shape, colour = CLASS_STYLES[cls % len(CLASS_STYLES)]
     x1, y1, x2, y2 = margin, margin, margin + side - 1, margin + side - 1
     c = ((x1 + x2) // 2, (y1 + y2) // 2)
@@ -67,7 +66,8 @@ def write_kaggle(root: Path, ext: str = "png", **kw) -> Path:
     """Kaggle layout: Train.csv, Test.csv, Meta.csv, Train/<c>/CCCCC_TTTTT_FFFFF.<ext>, Test/NNNNN.<ext>."""
     root.mkdir(parents=True, exist_ok=True)
     header = ["Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId", "Path"]
-    train_rows, test_rows = [], []
+    train_rows: list[list] = []
+    test_rows: list[list] = []
     n_classes = kw.get("num_classes", 4)
     for cls, track, frame, img, roi in make_tracks(**kw):
         if track == 0 and frame % 2 == 0:  # every other frame of track 0 becomes a test image

@@ -14,7 +14,7 @@ from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
 from runtime.roi import iou_matrix
 from tests import synth
-from tests.conftest import LOOSE_GATE
+from tests.fixtures import LOOSE_GATE
 from train import negatives
 from train.__main__ import main as train_main
 from train.evaluate import main as eval_main

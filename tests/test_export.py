@@ -13,7 +13,7 @@ from export import tflite as export_tflite
 from runtime.builds import BUILDS, build_file, sidecar_of
 from runtime.classifier import Classifier
 from runtime.preprocess import to_model_input
-from tests.conftest import LOOSE_GATE as LOOSE
+from tests.fixtures import LOOSE_GATE as LOOSE
 from train.data.split import balanced_sample
 from train.runs import Run
 

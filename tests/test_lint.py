@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.fixtures import REPO
 
 pytestmark = pytest.mark.lint
 

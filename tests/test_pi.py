@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from runtime.builds import BUILDS, build_file, sidecar_of
-from tests.conftest import REPO, shared_data
+from tests.fixtures import REPO, shared_data
 
 pytestmark = [pytest.mark.pi, pytest.mark.slow]
 

@@ -57,7 +57,7 @@ def test_train_proposals_fits_writes_and_the_ranker_proposes(gtsdb_dir, tmp_path
     out = tmp_path / "ranker.json"
     assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "held-out frames: proposal recall" in text and str(out) in text
+    assert "held-out frames of" in text and "proposal recall" in text and str(out) in text
     record = json.loads(out.read_text())
     assert record["features"] == list(FEATURES) and record["fitted_on"] == ["00000", "00002"]
     assert record["gt_sha256"] == annotations_fingerprint(gtsdb_dir) and record["positives"] > 0

@@ -26,7 +26,7 @@ from runtime.errors import BuildError
 from runtime.pipeline import FramePipeline, detect_signs
 from runtime.roi import RoiError, load_boxes
 from tests import synth
-from tests.conftest import LOOSE_GATE
+from tests.fixtures import LOOSE_GATE
 from train.__main__ import main as train_main
 from train.data import load_dataset
 from train.evaluate import main as eval_main

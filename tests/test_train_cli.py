@@ -137,7 +137,7 @@ def test_same_command_trains_under_the_torch_backend(kaggle_dir, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.fixtures import REPO
 
     out = tmp_path / "torch"
     proc = subprocess.run([sys.executable, "-m", "train", "--data", str(kaggle_dir), "--backend", "torch", "--epochs", "1",

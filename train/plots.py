@@ -14,7 +14,7 @@ import numpy as np
 from runtime.atomic import atomic_path
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -37,7 +37,7 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
         best = int(np.argmax(history["val_accuracy"]))
         axes[1].annotate(f"best {history['val_accuracy'][best]:.4f}", (best + 1, history["val_accuracy"][best]),
                          textcoords="offset points", xytext=(-60, -25), arrowprops={"arrowstyle": "->"})
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
@@ -54,7 +54,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
         ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=5, color="crimson")
     ax.set_title(title or "confusion matrix (off-diagonal counts in red)")
     fig.colorbar(im, ax=ax, fraction=0.03)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_threshold_curve(curve: dict[str, np.ndarray], chosen: float, path: Path, title: str) -> Path:
@@ -69,4 +69,4 @@ def plot_threshold_curve(curve: dict[str, np.ndarray], chosen: float, path: Path
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

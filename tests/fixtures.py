@@ -1,4 +1,5 @@
-"""Session fixtures: tiny datasets in every real layout and one tiny model trained once."""
+"""Session fixtures (a pytest plugin, loaded by the root conftest.py): tiny datasets in every real layout and one
+tiny model trained and exported once, for tests/ and bench/."""
 
 from __future__ import annotations
 
