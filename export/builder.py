@@ -32,7 +32,7 @@ class ExportOptions:
 
     verify: bool = True
     gate: Gate = field(default_factory=Gate)
-    io_dtype: str = "int8"
+    io_dtype: str = "float32"  # tflite-int8's input/output; the ops between are integer either way
     max_reject: float = DEFAULT_MAX_REJECT  # share of correct validation predictions the threshold may reject
 
 

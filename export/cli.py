@@ -20,7 +20,9 @@ def common_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="write builds without checking them against the float model")
     p.add_argument("--min-agreement", type=float, default=Gate.min_agreement, help="quantized builds: top-1 agreement %%")
     p.add_argument("--max-drop", type=float, default=Gate.max_drop, help="quantized builds: accuracy drop in pp")
-    p.add_argument("--io-dtype", default="int8", choices=("int8", "uint8"), help="tflite-int8 input/output type")
+    p.add_argument("--io-dtype", default="float32", choices=("float32", "int8", "uint8"),
+                   help="tflite-int8 input/output: float32 converts inside the graph (fastest on a CPU); int8/uint8 "
+                        "for integer-only accelerators")
     return p
 
 
@@ -40,7 +42,9 @@ def print_results(inputs: ExportInputs, results: list[BuildResult]) -> int:
     for r in results:
         a = r.analysis
         where = r.path if r.path else "not written (failed the gate)"
-        int_note = "" if r.spec.precision != "int8" else (" integer-only" if a["integer_only"] else f" float ops: {', '.join(a['non_integer_ops'])}")
+        int_note = "" if r.spec.precision != "int8" else (
+            (" integer-only" + (" (float in/out)" if a.get("float_io") else "")) if a["integer_only"]
+            else f" float ops: {', '.join(a['non_integer_ops'])}")
         calib = f", convert+calibrate {r.convert_seconds:.1f}s" if r.convert_seconds else ""
         print(f"{r.spec.name:<15} {r.size_kb:8.1f} KB  ops: {', '.join(a['ops'])}{int_note}{calib} -> {where}")
     verified = [r.verification for r in results if r.verification]

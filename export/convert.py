@@ -17,7 +17,7 @@ def _saved_model(model: Any, folder: Path) -> Path:
     return folder
 
 
-def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dtype: str = "int8") -> bytes:
+def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dtype: str = "float32") -> bytes:
     """Convert with the TFLite converter; ``calib`` feeds int8 calibration one image at a time."""
     import tensorflow as tf
 
@@ -32,8 +32,9 @@ def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dt
                 raise ValueError("int8 conversion needs calibration images")
             converter.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = getattr(tf, io_dtype)
-            converter.inference_output_type = getattr(tf, io_dtype)
+            if io_dtype != "float32":  # float32: QUANTIZE / DEQUANTIZE ops inside the graph instead of numpy outside it
+                converter.inference_input_type = getattr(tf, io_dtype)
+                converter.inference_output_type = getattr(tf, io_dtype)
         return converter.convert()
 
 

@@ -28,7 +28,7 @@ class ConvertJob:
     model: Any
     spec: PreprocessSpec
     calib: np.ndarray
-    io_dtype: str = "int8"
+    io_dtype: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,11 @@ INTEGER_DTYPES = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, n
 
 
 def analyse_tflite(path: Path) -> dict[str, Any]:
-    """Op types and the ops that touch a float tensor (none, in a true full-integer build)."""
+    """Op types, and the ops that compute in float (none in a full-integer build).
+
+    A QUANTIZE that takes the float model input, or a DEQUANTIZE that makes the float model output,
+    is an edge, not float compute: with ``float_io`` the graph takes and gives float32 and converts at
+    its edges (XNNPACK runs those conversions), while every op between them is integer."""
     from runtime.backends import load_tflite_interpreter_class
 
     # Without the default XNNPACK delegate, which would hide the graph behind one DELEGATE op.
@@ -25,14 +29,20 @@ def analyse_tflite(path: Path) -> dict[str, Any]:
                                     experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    model_in = {d["index"] for d in interpreter.get_input_details()}
+    model_out = {d["index"] for d in interpreter.get_output_details()}
     ops: Counter[str] = Counter()
     non_integer: set[str] = set()
     for op in interpreter._get_ops_details():  # the public API exposes no op list
         ops[op["op_name"]] += 1
-        tensors = [i for i in [*op["inputs"], *op["outputs"]] if i >= 0 and i in dtypes]
-        if any(dtypes[i] not in INTEGER_DTYPES for i in tensors):
+        ins, outs = [i for i in op["inputs"] if i >= 0], [i for i in op["outputs"] if i >= 0]
+        edge = ((op["op_name"] == "QUANTIZE" and set(ins) <= model_in)
+                or (op["op_name"] == "DEQUANTIZE" and set(outs) <= model_out))
+        if not edge and any(dtypes[i] not in INTEGER_DTYPES for i in [*ins, *outs] if i in dtypes):
             non_integer.add(op["op_name"])
-    return {"ops": dict(sorted(ops.items())), "integer_only": not non_integer, "non_integer_ops": sorted(non_integer)}
+    float_io = any(dtypes[i] == np.float32 for i in model_in | model_out)
+    return {"ops": dict(sorted(ops.items())), "integer_only": not non_integer, "non_integer_ops": sorted(non_integer),
+            "float_io": float_io}
 
 
 def analyse_onnx(path: Path) -> dict[str, Any]:
@@ -74,7 +84,8 @@ def to_markdown(run_dir: Path, builds: list[dict[str, Any]]) -> str:
     for e in builds:
         v = e.get("verification") or {}
         a = e["analysis"]
-        int_only = "-" if e.get("precision") != "int8" else "yes" if a["integer_only"] else "no: " + ", ".join(a["non_integer_ops"])
+        int_only = ("-" if e.get("precision") != "int8" else ("yes, float in/out" if a.get("float_io") else "yes")
+                    if a["integer_only"] else "no: " + ", ".join(a["non_integer_ops"]))
         lines.append(
             f"| {e['build']} | {e['size_kb']:.1f} | {v.get('accuracy', float('nan')):.4f} | {v.get('drop_pp', float('nan')):.2f} "
             f"| {v.get('agreement', float('nan')):.2f} | {v.get('max_prob_delta', float('nan')):.1e} | {int_only} "

@@ -33,7 +33,8 @@ BUILDS: dict[str, BuildSpec] = {b.name: b for b in (
     BuildSpec("tflite-f32", "tflite", "_f32.tflite", False, "float32", "TFLite float32", 1e-4),
     BuildSpec("tflite-f16", "tflite", "_f16.tflite", False, "float16", "TFLite float16 weights", 1e-2),
     BuildSpec("tflite-dynamic", "tflite", "_dynamic.tflite", True, "dynamic-range", "TFLite int8 weights, float activations"),
-    BuildSpec("tflite-int8", "tflite", "_int8.tflite", True, "int8", "TFLite full integer, per-channel, int8 in/out"),
+    BuildSpec("tflite-int8", "tflite", "_int8.tflite", True, "int8",
+              "TFLite full integer, per-channel; float in/out converted inside the graph (--io-dtype int8 for int8 in/out)"),
     BuildSpec("onnx-f32", "onnx", "_f32.onnx", False, "float32", "ONNX float32 (tf2onnx)", 1e-4),
     BuildSpec("onnx-int8", "onnx", "_int8.onnx", True, "int8", "ONNX static QDQ int8, per-channel (onnxruntime)"),
 )}

@@ -58,10 +58,27 @@ def test_int8_builds_are_integer_and_small(exported):
     assert report["tflite-int8"]["analysis"]["integer_only"]
     assert report["tflite-int8"]["calibration_seconds"] > 0
     assert report["tflite-int8"]["size_kb"] * 3.5 <= report["tflite-f32"]["size_kb"]
+    assert report["tflite-int8"]["analysis"]["float_io"]  # the default: QUANTIZE/DEQUANTIZE at the graph's edges
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(report["tflite-int8"]["analysis"]["ops"])
     side = json.loads(sidecar_of(build_file(exported, BUILDS["tflite-int8"])).read_text())
-    assert side["input"]["dtype"] == "int8" and side["input"]["quantization"]["scale"] > 0
+    assert side["input"]["dtype"] == "float32" and side["input"]["quantization"] is None
     md = (exported / "export_report.md").read_text()
     assert "| tflite-int8 |" in md and "CONV_2D" in md
+
+
+def test_int8_io_for_integer_only_accelerators(exported, tmp_path):
+    out = tmp_path / "io_int8.tflite"
+    assert export_tflite.main(["--int8", "--model", str(exported), "--io-dtype", "int8", "--out", str(out),
+                               "--calib-samples", "150", *LOOSE]) == 0
+    side = json.loads(sidecar_of(out).read_text())
+    assert side["input"]["dtype"] == "int8" and side["input"]["quantization"]["scale"] > 0
+    from export.report import analyse_tflite
+
+    analysis = analyse_tflite(out)
+    assert analysis["integer_only"] and not analysis["float_io"] and "QUANTIZE" not in analysis["ops"]
+    _, x = _val(exported)
+    default = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"])).predict_proba(x)
+    assert (Classifier.from_build(out).predict_proba(x).argmax(1) == default.argmax(1)).mean() >= 0.95
 
 
 def test_onnx_carries_metadata_in_metadata_props(exported):
