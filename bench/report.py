@@ -32,6 +32,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.builds import BUILDS
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from train.plots import gallery
 from train.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,12 +163,12 @@ def galleries(ev: SplitEval, out: Path, reference: str = "tflite-int8") -> list[
     dis = np.flatnonzero(fp != bp)[:32]
     caps = [f"true {ev.labels[i]}\nfloat {fp[i]} {ev.float_probs[i].max():.2f}\nint8 {bp[i]} {b.probs[i].max():.2f}" for i in dis]
     cols = ["green" if bp[i] == ev.labels[i] else "crimson" for i in dis]
-    a = plots.gallery(ev.images[dis], caps, out / "gallery_disagree.png",
+    a = gallery(ev.images[dis], caps, out / "gallery_disagree.png",
                       f"{len(np.flatnonzero(fp != bp))} images where float and {reference} disagree (green: {reference} right)", cols)
     wrong = np.flatnonzero(bp != ev.labels)
     worst = wrong[np.argsort(-b.probs[wrong].max(1))][:32]
     caps = [f"true {ev.labels[i]} {names[ev.labels[i]][:14]}\nas {bp[i]} {names[bp[i]][:14]}\n{b.probs[i].max():.2f}" for i in worst]
-    e = plots.gallery(ev.images[worst], caps, out / "gallery_errors.png",
+    e = gallery(ev.images[worst], caps, out / "gallery_errors.png",
                       f"{reference}: the {len(worst)} surest of its {len(wrong)} errors", ["crimson"] * len(worst))
     return [a, e]
 

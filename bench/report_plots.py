@@ -110,20 +110,3 @@ def thresholds(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
     axes[0].set_ylabel("fraction of images")
     axes[2].legend(fontsize=7)
     return save_figure(fig, path)
-
-
-def gallery(images: np.ndarray, captions: Sequence[str], path: Path, title: str, colours: Sequence[str] | None = None,
-            cols: int = 8) -> Path:
-    """A grid of crops with a caption under each (truth, prediction, score)."""
-    n = len(images)
-    rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.95), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            ax.imshow(images[k], interpolation="nearest")
-            ax.set_title(captions[k], fontsize=6, color=(colours[k] if colours else "k"))
-    if n == 0:
-        axes[0, 0].text(0, 0.5, "none", fontsize=12)
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)

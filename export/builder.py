@@ -34,6 +34,7 @@ class ExportOptions:
     gate: Gate = field(default_factory=Gate)
     io_dtype: str = "float32"  # tflite-int8's input/output; the ops between are integer either way
     max_reject: float = DEFAULT_MAX_REJECT  # share of correct validation predictions the threshold may reject
+    keep_float: tuple[str, ...] = ()  # int8 builds: nodes left in float (python -m export.debug)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None,
     side = Path(f"{tmp}.json")
     t0 = time.perf_counter()
     try:
-        recipe.convert(ConvertJob(inputs.model, inputs.spec, inputs.calib, options.io_dtype), tmp)
+        recipe.convert(ConvertJob(inputs.model, inputs.spec, inputs.calib, options.io_dtype, options.keep_float), tmp)
         convert_s = time.perf_counter() - t0 if recipe.calibrated else None
         clf = Classifier(tmp, build_metadata(run, spec, {"input": {}, "output": {}}), spec)
         analysis = recipe.analyse(tmp)
@@ -90,7 +91,7 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None,
             return BuildResult(spec, None, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
         # The metadata is made once, with the threshold and the verification figures, for the file and the sidecar.
         meta = build_metadata(run, spec, io_details(clf.backend), threshold=threshold, threshold_rule=rule,
-                              verification=verification.to_dict() if verification else None)
+                              verification=verification.to_dict() if verification else None, keep_float=options.keep_float)
         if spec.backend == "onnx":
             embed_onnx_metadata(tmp, meta)
         side.write_text(sidecar_text(tmp, meta))

@@ -11,31 +11,53 @@ import numpy as np
 ONNX_OPSET = 17
 
 
-def _saved_model(model: Any, folder: Path) -> Path:
+def saved_model(model: Any, folder: Path) -> Path:
     # Keras 3 -> SavedModel freezes variables; from_concrete_functions would leave READ_VARIABLE ops.
     model.export(str(folder), format="tf_saved_model", verbose=False)
     return folder
 
 
-def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dtype: str = "float32") -> bytes:
-    """Convert with the TFLite converter; ``calib`` feeds int8 calibration one image at a time."""
+def tflite_converter(saved: Path, precision: str, calib: np.ndarray | None = None, io_dtype: str = "float32",
+                     allow_float_ops: bool = False) -> Any:
+    """A TFLite converter set up for one precision; ``calib`` feeds int8 calibration one image at a time.
+
+    ``allow_float_ops`` lets an int8 model keep some ops in float (layers left unquantized on purpose)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if precision != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calib is None:
+            raise ValueError("int8 conversion needs calibration images")
+        converter.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else [])
+        if io_dtype != "float32":  # float32: QUANTIZE / DEQUANTIZE ops inside the graph instead of numpy outside it
+            converter.inference_input_type = getattr(tf, io_dtype)
+            converter.inference_output_type = getattr(tf, io_dtype)
+    return converter
+
+
+def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dtype: str = "float32",
+              keep_float: tuple[str, ...] = ()) -> bytes:
+    """Convert with the TFLite converter; with ``keep_float``, those nodes stay in float (TFLite's
+    QuantizationDebugger with ``denylisted_nodes``), the rest is int8."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="signkit-sm-") as tmp:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(model, Path(tmp) / "sm")))
-        if precision != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if precision == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif precision == "int8":
-            if calib is None:
-                raise ValueError("int8 conversion needs calibration images")
-            converter.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io_dtype != "float32":  # float32: QUANTIZE / DEQUANTIZE ops inside the graph instead of numpy outside it
-                converter.inference_input_type = getattr(tf, io_dtype)
-                converter.inference_output_type = getattr(tf, io_dtype)
-        return converter.convert()
+        saved = saved_model(model, Path(tmp) / "sm")
+        if not keep_float:
+            return tflite_converter(saved, precision, calib, io_dtype).convert()
+        if precision != "int8" or calib is None:
+            raise ValueError("only an int8 build can keep layers in float")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=tflite_converter(saved, precision, calib, io_dtype, allow_float_ops=True),
+            debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float)))
+        return debugger.get_nondebug_quantized_model()
 
 
 def to_onnx(model: Any, size: int, channels: int) -> Any:
@@ -63,17 +85,31 @@ class _Reader:
         return next(self._items, None)
 
 
-def onnx_int8(float_model: Path, calib: np.ndarray, out: Path) -> Path:
-    """quant_pre_process, then static QDQ quantisation, per-channel int8 weights and activations."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def onnx_prepped(float_model: Path, out: Path) -> Path:
+    """onnxruntime's quant_pre_process (shape inference, graph optimisation): what quantize_static works on."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reader_cls = type("SignkitCalibrationReader", (_Reader, CalibrationDataReader), {})
-    with tempfile.TemporaryDirectory(prefix="signkit-onnx-") as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(float_model), str(prepped), skip_symbolic_shape=True)
-        name = onnx.load(str(prepped)).graph.input[0].name
-        quantize_static(str(prepped), str(out), reader_cls(name, calib), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quant_pre_process(str(float_model), str(out), skip_symbolic_shape=True)
     return out
+
+
+def onnx_int8(float_model: Path, calib: np.ndarray, out: Path, keep_float: tuple[str, ...] = ()) -> Path:
+    """quant_pre_process, then static QDQ quantisation, per-channel int8 weights and activations
+    (``keep_float``: the names of nodes onnxruntime leaves in float, ``nodes_to_exclude``)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="signkit-onnx-") as tmp:
+        prepped = onnx_prepped(float_model, Path(tmp) / "prepped.onnx")
+        name = onnx.load(str(prepped)).graph.input[0].name
+        quantize_static(str(prepped), str(out), calibration_reader(name, calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(keep_float))
+    return out
+
+
+def calibration_reader(input_name: str, images: np.ndarray) -> Any:
+    """An onnxruntime CalibrationDataReader over model inputs (batches of 1)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return type("SignkitCalibrationReader", (_Reader, CalibrationDataReader), {})(input_name, images)

@@ -29,7 +29,8 @@ def io_details(backend: Any) -> dict[str, Any]:
 
 
 def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: float = 0.0,
-                   threshold_rule: str | None = None, verification: dict[str, Any] | None = None) -> dict[str, Any]:
+                   threshold_rule: str | None = None, verification: dict[str, Any] | None = None,
+                   keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
     p = run.preprocess
     bg = run.meta.get("background") or {}
     return {
@@ -52,6 +53,7 @@ def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: 
         "float_model": {"path": str(run.model_file.resolve()), "sha256": run.model_sha256,
                         "arch": run.meta["arch"], "val_accuracy": run.meta.get("val_accuracy")},
         "verification": verification,
+        "kept_float": list(keep_float),  # nodes of an int8 build left in float on purpose (python -m export.debug)
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

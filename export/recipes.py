@@ -29,6 +29,7 @@ class ConvertJob:
     spec: PreprocessSpec
     calib: np.ndarray
     io_dtype: str = "float32"
+    keep_float: tuple[str, ...] = ()  # int8 builds: nodes left in float (python -m export.debug --keep-float)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Recipe:
 def _tflite(precision: str) -> Callable[[ConvertJob, Path], None]:
     def make(job: ConvertJob, out: Path) -> None:
         calib = job.calib if precision == "int8" else None
-        out.write_bytes(convert.to_tflite(job.model, precision, calib, job.io_dtype))
+        out.write_bytes(convert.to_tflite(job.model, precision, calib, job.io_dtype, job.keep_float))
 
     return make
 
@@ -56,7 +57,7 @@ def _onnx_int8(job: ConvertJob, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="signkit-onnx-") as d:
         f32 = Path(d) / "f32.onnx"
         _onnx_f32(job, f32)
-        convert.onnx_int8(f32, job.calib, out)
+        convert.onnx_int8(f32, job.calib, out, job.keep_float)
 
 
 RECIPES: dict[str, Recipe] = {

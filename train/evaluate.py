@@ -1,7 +1,12 @@
-"""Evaluate a trained model: accuracy, per-class precision/recall/F1 and a confusion-matrix PNG.
+"""Evaluate a trained model: accuracy, per-class precision/recall/F1, and where it errs, in pictures.
 
-    python -m train.evaluate --model runs/edge-default --data ../shared/data/gtsrb --split val
-    python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --json
+    python -m train.evaluate --model runs/edge-default --split val
+    python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --dump-errors errors/
+
+Writes OUT/report.json, confusion.png, predictions.csv (one row per image: file, truth, prediction,
+score, top 3), gallery_errors.png (the surest errors), gallery_random.png (right in green, wrong in
+red), class_accuracy.png, confidence.png (top probability of right vs wrong predictions) and
+mean_probabilities.png (each class's average probability vector: which classes it is confused with).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from train.runs import Run
 
 
 def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = "auto",
-             out: Path | None = None) -> dict[str, Any]:
-    """Score ``run`` on ``split`` of ``data`` (default: its training data); write report.json and confusion.png under ``out``."""
+             out: Path | None = None, errors_dir: Path | None = None) -> dict[str, Any]:
+    """Score ``run`` on ``split`` of ``data`` (default: its training data); write the report and pictures under ``out``."""
     ds = run.split(split, data, fmt, progress=True)
     # A test set has no "not a sign" images: a model with a background class has one class more.
     extra = 1 if run.background_class is not None and ds.num_classes == run.num_classes - 1 else 0
@@ -43,6 +48,12 @@ def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = 
     plot_confusion(report.confusion, names, out / "confusion.png",
                    f"{split}: accuracy {report.accuracy:.4f} on {len(ds)} images")
     result["confusion_png"] = str(out / "confusion.png")
+    from train.insight import dump_errors, error_analysis
+
+    files = list(ds.files) if ds.files is not None else None
+    result["pictures"] = {k: str(v) for k, v in error_analysis(probs, ds.labels, ds.images, files, names, out, split).items()}
+    if errors_dir is not None:
+        result["dumped_errors"] = len(dump_errors(errors_dir, ds.images, probs, ds.labels, files, names))
     return result
 
 
@@ -53,7 +64,9 @@ def format_table(result: dict[str, Any]) -> str:
         if row["support"]:
             lines.append(f"{row['class_id']:>3} {row['name'][:42]:<42} {row['precision']:6.3f} {row['recall']:6.3f} "
                          f"{row['f1']:6.3f} {row['support']:>5}")
-    lines.append(f"confusion matrix: {result['confusion_png']}")
+    lines.append(f"confusion matrix: {result['confusion_png']}; per-image CSV and pictures beside it")
+    if "dumped_errors" in result:
+        lines.append(f"{result['dumped_errors']} wrong crops written")
     return "\n".join(lines)
 
 
@@ -61,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.evaluate", description="Score a trained model on its validation split or a test set.",
         formatter_class=HelpFormatter,
-        epilog="examples:\n  python -m train.evaluate --model runs/edge-default --data ../shared/data/gtsrb --split val\n"
-               "  python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --json",
+        epilog="examples:\n  python -m train.evaluate --model runs/edge-default --split val\n"
+               "  python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --dump-errors errors/",
     )
     p.add_argument("--model", type=Path, required=True, help="training run folder (model.keras + metadata.json)")
     p.add_argument("--data", type=Path, default=None, help="dataset folder, zip or pickle (default: the data the run was trained on)")
@@ -70,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=("val", "test"),
                    help="val: the run's own held-out tracks; test: the dataset's test subset")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval-SPLIT)")
+    p.add_argument("--dump-errors", type=Path, default=None, metavar="DIR",
+                   help="write every wrong crop as <image>__<truth>__as__<prediction>.png")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -77,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors("python -m train.evaluate")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = evaluate(Run.open(args.model), args.data, args.split, args.fmt, args.out)
+    result = evaluate(Run.open(args.model), args.data, args.split, args.fmt, args.out, args.dump_errors)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 

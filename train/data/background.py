@@ -25,24 +25,27 @@ def load_background(folder: Path, size: int) -> tuple[Split, dict]:
     manifest_file = Path(folder) / "negatives.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {"frames": []}
     spec = PreprocessSpec(size=size)
-    images, tracks = [], []
+    images, tracks, sizes = [], [], []
     for f in files:
         img = decode_image(f.read_bytes())
         if img is None:
             raise DatasetFormatError(f"{f} is not a readable image; delete it or mine the negatives again")
         images.append(crop_and_resize(img, None, spec))
         tracks.append("bg_" + f.stem.rsplit("_", 1)[0])
+        sizes.append((img.shape[1], img.shape[0]))
     split = Split(np.stack(images), np.zeros(len(files), np.int64), np.array(tracks), (BACKGROUND_NAME,),
-                  digest([str(Path(folder).resolve()), str(len(files)), files[-1].name]), str(folder))
+                  digest([str(Path(folder).resolve()), str(len(files)), files[-1].name]), str(folder), 0,
+                  np.array([str(f) for f in files]), np.array(sizes, np.int32), np.full((len(files), 4), -1, np.int32))
     return split, manifest
 
 
 def with_background(data: Split, background: Split) -> Split:
     """Append the background crops as class ``data.num_classes``."""
-    tracks = None
-    if data.tracks is not None:
-        tracks = np.concatenate([data.tracks, background.tracks])
+    def both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None or b is None else np.concatenate([a, b])
+
     return Split(np.concatenate([data.images, background.images]),
                  np.concatenate([data.labels, np.full(len(background), data.num_classes, np.int64)]),
-                 tracks, (*data.class_names, BACKGROUND_NAME), digest([data.fingerprint, background.fingerprint]),
-                 data.source, data.skipped)
+                 both(data.tracks, background.tracks), (*data.class_names, BACKGROUND_NAME),
+                 digest([data.fingerprint, background.fingerprint]), data.source, data.skipped,
+                 both(data.files, background.files), both(data.sizes, background.sizes), both(data.rois, background.rois))
