@@ -3,6 +3,9 @@
     python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.tflite
     python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.onnx --keep-worst 2
 
+The export commands' flags apply (--calib-samples: the images measured on and calibrated with;
+--min-agreement / --max-drop: the gate the re-export passes).
+
 TFLite builds are measured with TFLite's own QuantizationDebugger (per layer: mean error, max
 absolute error, RMSE, RMSE divided by the layer's scale), ONNX builds with onnxruntime's
 ``quantization.qdq_loss_debug`` (per tensor: the signal-to-quantization-noise ratio of the int8
@@ -24,7 +27,7 @@ import sys
 import tempfile
 import timeit
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ import numpy as np
 
 from export import convert
 from export.builder import ExportOptions, export_build
+from export.cli import common_parser, parse_common
 from export.inputs import Calibration, load_inputs
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.builds import read_metadata, spec_for
@@ -156,11 +160,12 @@ def ms_per_call(path: Path, x: np.ndarray, number: int = 200) -> float:
     return 1000 * float(np.median(runs)) / number
 
 
-def keep_float(run: Run, build: Path, nodes: tuple[str, ...], out: Path, calibration: Calibration) -> dict[str, Any]:
+def keep_float(run: Run, build: Path, nodes: tuple[str, ...], out: Path, calibration: Calibration,
+               options: ExportOptions, verify_samples: int | None = None) -> dict[str, Any]:
     """Re-export ``build`` with ``nodes`` in float through the export gate; compare it with ``build``."""
     spec = spec_for(build, read_metadata(build))
-    inputs = load_inputs(run, calibration)
-    new = export_build(inputs, spec.name, out / build.name, ExportOptions(keep_float=nodes))
+    inputs = load_inputs(run, calibration, verify_samples=verify_samples)
+    new = export_build(inputs, spec.name, out / build.name, replace(options, keep_float=nodes))
     old = read_metadata(build).get("verification") or {}
     x = inputs.verify_x[:1]
     result: dict[str, Any] = {"kept_float": list(nodes), "written": str(new.path) if new.path else None,
@@ -177,14 +182,12 @@ def keep_float(run: Run, build: Path, nodes: tuple[str, ...], out: Path, calibra
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export.debug", formatter_class=HelpFormatter,
+        prog="python -m export.debug", parents=[common_parser()], formatter_class=HelpFormatter,
         description="Rank the layers of an int8 build by quantization error; re-export with the worst left in float.",
         epilog="examples:\n  python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.tflite\n"
                "  python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.onnx --keep-worst 2",
     )
-    p.add_argument("--model", type=Path, required=True, help="the training run the build was exported from")
-    p.add_argument("--build", type=Path, required=True, help="its int8 build (.tflite or .onnx)")
-    p.add_argument("--samples", type=int, default=200, help="class-balanced training images to measure on")
+    p.add_argument("--build", type=Path, required=True, help="an int8 build (.tflite or .onnx) of --model")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL/debug-BUILD)")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--keep-float", nargs="+", default=None, metavar="NODE", help="nodes (from the ranking) to leave in float")
@@ -196,17 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.samples < 10 or (args.keep_worst is not None and args.keep_worst < 1):
-        parser.error("--samples must be at least 10 and --keep-worst at least 1")
-    run = Run.open(args.model)
+    calibration, options = parse_common(parser, args)
+    if args.keep_worst is not None and args.keep_worst < 1:
+        parser.error("--keep-worst must be at least 1")
+    run = Run.resolve(args.model)
     if not args.build.is_file():
         raise ConfigError(f"--build {args.build} not found; export one with python -m export.all --model {run.path}")
     spec = spec_for(args.build, read_metadata(args.build))
     if spec.precision != "int8":
         raise ConfigError(f"--build {args.build} is {spec.name}: export.debug compares int8 builds with their float model")
     out = ensure_writable_dir(args.out or run.path / f"debug-{spec.name}", "--out")
-    calibration = Calibration(samples=args.samples)
-    calib = load_inputs(run, calibration).calib
+    calib = load_inputs(run, calibration, verify_samples=args.verify_samples).calib
     print(f"measuring {spec.name} layer by layer on {len(calib)} training images ...", file=sys.stderr)
     errors = tflite_layer_errors(run, calib) if spec.backend == "tflite" else onnx_layer_errors(run, calib)
     files = write_ranking(errors, out, spec.backend)
@@ -214,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     nodes = tuple(resolve_nodes(args.keep_float, errors, files["csv"]) if args.keep_float
                   else [e.name for e in errors[: args.keep_worst or 0]])
     if nodes:
-        r = keep_float(run, args.build, nodes, out, calibration)
+        r = keep_float(run, args.build, nodes, out, calibration, options, args.verify_samples)
         write_text_atomic(out / "keep_float.json", json.dumps(r, indent=2))
         b, a = r["before"], r["after"]
         print(f"kept in float: {', '.join(nodes)}")
