@@ -16,15 +16,18 @@ CLASS_STYLES = [
     ("circle", (30, 60, 220)),     # blue disc
     ("triangle", (230, 40, 40)),   # red triangle
     ("diamond", (240, 200, 20)),   # yellow diamond
+    ("square", (40, 170, 60)),     # green square (classes a run can be extended with)
+    ("cross", (140, 50, 190)),     # purple cross
 ]
+BASE_STYLES = 4  # the datasets of the other layouts use the first four; the rest are "new" signs
 
 
-def make_sign(cls: int, side: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def make_sign(cls: int, side: int, rng: np.random.Generator, style: int | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """An RGB image of about ``side`` px with a sign of class ``cls``; returns (image, inclusive ROI)."""
     margin = max(5, side // 10)
     w = h = side + 2 * margin
     img: np.ndarray = cv2.GaussianBlur(rng.integers(60, 160, (h, w, 3), dtype=np.uint8), (5, 5), 2)
-    shape, colour = CLASS_STYLES[cls % len(CLASS_STYLES)]
+    shape, colour = CLASS_STYLES[style if style is not None else cls % BASE_STYLES]
     x1, y1, x2, y2 = margin, margin, margin + side - 1, margin + side - 1
     c = ((x1 + x2) // 2, (y1 + y2) // 2)
     r = side // 2
@@ -32,6 +35,13 @@ def make_sign(cls: int, side: int, rng: np.random.Generator) -> tuple[np.ndarray
         cv2.circle(img, c, r, colour, -1 if cls % 2 else max(2, r // 4))
         if not cls % 2:
             cv2.circle(img, c, r - max(2, r // 4), (245, 245, 245), -1)
+    elif shape == "square":
+        cv2.rectangle(img, (x1, y1), (x2, y2), colour, -1)
+        cv2.rectangle(img, (x1 + r // 2, y1 + r // 2), (x2 - r // 2, y2 - r // 2), (245, 245, 245), -1)
+    elif shape == "cross":
+        t = max(2, r // 3)
+        cv2.rectangle(img, (c[0] - t, y1), (c[0] + t, y2), colour, -1)
+        cv2.rectangle(img, (x1, c[1] - t), (x2, c[1] + t), colour, -1)
     elif shape == "triangle":
         pts = np.array([[c[0], y1], [x2, y2], [x1, y2]], np.int32)
         cv2.fillPoly(img, [pts], colour)
@@ -171,4 +181,19 @@ def write_gtsdb(root: Path, frames: int = 3, seed: int = 0, size: tuple[int, int
             lines.append(f"{f:05d}.ppm;{ox + x1};{oy + y1};{ox + x2};{oy + y2};{cls}")
         _write_image(root / f"{f:05d}.jpg", frame)
     (root / "gt.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_folders(root: Path, classes: dict[str, int], tracks: int = 3, frames: int = 4, seed: int = 0,
+                  ext: str = "png", splits: tuple[str, ...] = ()) -> Path:
+    """Class-folder layout: ROOT/<name>/<track>_<frame>.<ext> (or ROOT/<split>/<name>/...), each class drawn in the
+    CLASS_STYLES entry ``classes[name]``."""
+    rng = np.random.default_rng(seed)
+    for split in splits or ("",):
+        for name, style in classes.items():
+            for t in range(tracks):
+                base = int(rng.integers(22, 40))
+                for f in range(frames):
+                    img, _ = make_sign(style, base + 2 * f, rng, style=style)
+                    _write_image(root / split / name / f"{split or 'p'}{t:03d}_{f:03d}.{ext}", img)
     return root

@@ -3,11 +3,18 @@
     python -m train --data ../shared/data/gtsrb
     python -m train --data data/GTSRB --arch notebook-d --epochs 30 --out runs/nbd
     python -m train --resume --out runs/edge-20261121-150000
+    python -m train --extend runs/edge-default --add my_signs/ --out runs/edge-mine
 
 Writes OUT/model.keras, OUT/metadata.json, OUT/history.json, OUT/training_curves.png and
 OUT/checkpoints/ (one per epoch, for --resume). A resumed run takes every setting that defines the
 model (data, architecture, size, augmentation, ...) from its checkpoint; only --epochs, --patience,
 --device, --no-cache and --quiet may change, and a flag that contradicts the run is an error.
+
+--extend RUN --add DIR starts from RUN's model, adds the classes of DIR's class folders (as few as
+~10 photos each) and fine-tunes on RUN's data and the new photos together (train.extend): the new
+run records what the old classes lost and what the new ones reach on held-out photos.
+--distribute mirrored / multiworker trains data-parallel with the backend's own strategy
+(train.distribute); --batch-size is then per replica.
 """
 
 from __future__ import annotations
@@ -16,16 +23,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from train.augment import AugmentConfig
-from train.config import TrainConfig, resume_config
+from train.config import TrainConfig, from_json, resume_config
 from train.data.formats import FORMATS
 from train.device import BACKENDS
-from train.runs import latest_run, new_run_dir, read_json
-from train.training import train
+from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
+from train.training import TrainResult, train
 
 ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d")  # train.models.ARCHS, without importing keras
 
@@ -65,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--erase", type=float, default=AugmentConfig.erase_p,
                    help="probability of random erasing: a noise patch over part of the sign (occlusion)")
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
+    p.add_argument("--min-per-class", type=int, default=0,
+                   help="repeat a class with fewer training images up to this many per epoch (--extend: 200)")
+    ext = p.add_argument_group("new classes from a few photos")
+    ext.add_argument("--extend", type=Path, default=None, metavar="RUN", help="start from this run's model and data")
+    ext.add_argument("--add", type=Path, default=None, metavar="DIR",
+                     help="class folders (DIR/<class name>/*.jpg) of the classes to add; with --extend")
+    ext.add_argument("--add-holdout", type=float, default=0.3,
+                     help="share of each added class's photos held out to score it (whole tracks where known)")
+    p.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
+                   help="data-parallel training: mirrored = every GPU here, multiworker = across machines (TF_CONFIG)")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -74,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 FIELDS = {"data": "data", "fmt": "fmt", "arch": "arch", "epochs": "epochs", "img_size": "img_size",
           "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "val_fraction": "val_fraction",
           "patience": "patience", "seed": "seed", "device": "device", "backend": "backend", "background": "background",
-          "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p"}
+          "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p", "min_per_class": "min_per_class",
+          "distribute": "distribute"}
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
@@ -107,7 +126,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                       val_fraction=args.val_fraction, patience=args.patience, fmt=args.fmt, backend=args.backend,
                       device=args.device, augment=augment, use_cache=not args.no_cache, progress=not args.quiet,
-                      background=args.background, resume=args.resume)
+                      background=args.background, resume=args.resume, min_per_class=args.min_per_class,
+                      distribute=args.distribute)
+    if args.add and not args.extend:
+        parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
+    if args.extend:
+        if not args.add:
+            parser.error("--extend needs --add DIR: class folders of the photos to add")
+        if args.resume or args.background:
+            parser.error("--extend takes the run's own background class; leave --resume and --background out")
+        cfg = extension_config(args, given_flags(parser, argv), Path(args.out or runs_dir() / f"{args.extend.name}-extended"))
+        result = train(cfg)
+        print_result(result)
+        return 0
     state_file = Path(out) / "checkpoints" / "state.json"
     if args.resume and state_file.is_file():
         state = read_json(state_file, f"start a new run with another --out (or delete {state_file.parent})")
@@ -120,10 +151,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["augment"] = None
         overrides.update({k: getattr(cfg, k) for k, d in (("use_cache", "no_cache"), ("progress", "quiet")) if d in given})
         cfg = resume_config(state["config"], Path(out), overrides)
-    result = train(cfg)
+    print_result(train(cfg))
+    return 0
+
+
+def extension_config(args: argparse.Namespace, given: set[str], out: Path) -> TrainConfig:
+    """--extend RUN --add DIR: RUN's own settings, its model to start from, a short low-rate fine-tune by default."""
+    base = Run.open(args.extend)
+    if "config" not in base.meta:
+        raise ConfigError(f"--extend {args.extend}: the run predates recorded settings; retrain it first")
+    recorded = from_json(base.meta["config"], out)
+    if recorded.add is not None:
+        raise ConfigError(f"--extend {args.extend} was itself extended (with {recorded.add}); extend the run it came from "
+                          f"with all the added class folders in one --add folder")
+    chosen = {k: getattr(args, k) for k in ("epochs", "lr", "min_per_class", "batch_size", "patience", "seed") if k in given}
+    return replace(recorded, out=out, init_from=base.path.resolve(), add=args.add, add_holdout=args.add_holdout,
+                   data=args.data if "data" in given else recorded.data, epochs=chosen.get("epochs", 5),
+                   lr=chosen.get("lr", recorded.lr / 4), min_per_class=chosen.get("min_per_class", 200),
+                   batch_size=chosen.get("batch_size", recorded.batch_size), patience=chosen.get("patience", recorded.patience),
+                   seed=chosen.get("seed", recorded.seed), device=args.device, distribute=args.distribute,
+                   use_cache=not args.no_cache, progress=not args.quiet, resume=False)
+
+
+def print_result(result: TrainResult) -> None:
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")
-    return 0
+    ext = result.extension
+    if ext:
+        old = ext["old_classes"]
+        print(f"old classes: accuracy {old['accuracy_before']:.4f} before, {old['accuracy_after']:.4f} after, on "
+              f"{old['images']} validation images")
+        for name, r in ext["new_classes"].items():
+            recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+            print(f"new class {name}: recall {recall} on {r['held_out']} held-out photos")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.4, 1.0)  # Gaussian blur sigma range (3x3 kernel)
     erase_p: float = 0.0  # random erasing (--erase): a noise rectangle, like stickers and occluding branches
     erase_max: float = 0.3  # its largest side, as a fraction of the crop
+    perspective: float = 0.0  # corners moved by up to this fraction of the side (a sign seen at an angle)
 
     @classmethod
     def from_dict(cls, data: dict) -> AugmentConfig:
@@ -41,10 +42,15 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
     shifts = rng.uniform(-cfg.shift, cfg.shift, (n, 2)) * size
     blur = rng.random(n) < cfg.blur_p
     centre = ((size - 1) / 2, (size - 1) / 2)
+    corners = np.array([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]], np.float32)
+    jitter = rng.uniform(-cfg.perspective, cfg.perspective, (n, 4, 2)) * size if cfg.perspective else None
     for i in range(n):
         m = cv2.getRotationMatrix2D(centre, angles[i], scales[i])
         m[:, 2] += shifts[i]
         img = cv2.warpAffine(images[i], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        if jitter is not None:
+            h = cv2.getPerspectiveTransform(corners, (corners + jitter[i]).astype(np.float32))
+            img = cv2.warpPerspective(img, h, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if blur[i]:
             img = cv2.GaussianBlur(img, (3, 3), rng.uniform(*cfg.blur_sigma))
         out[i] = img

@@ -32,12 +32,17 @@ class TrainConfig:
     use_cache: bool = True
     progress: bool = True
     background: Path | None = None  # folder of "not a sign" crops (python -m train.negatives): one extra class
+    init_from: Path | None = None  # --extend: the run whose model this one starts from (its output layer grown)
+    add: Path | None = None  # --add: class folders of new classes (or more photos of known ones)
+    add_holdout: float = 0.3  # share of each added class's photos (whole tracks where known) kept to score them
+    min_per_class: int = 0  # a class with fewer training images is repeated up to this many per epoch
+    distribute: str = "none"  # "none" | "mirrored" (every GPU of this machine) | "multiworker" (TF_CONFIG)
     resume: bool = False
 
 
 # Settings that define what a run trains: fixed for its life. Resuming takes them from the run.
 DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "weight_decay", "seed", "val_fraction",
-            "augment", "background", "backend")
+            "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute")
 # Settings a resumed run may change.
 RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress")
 
@@ -54,8 +59,8 @@ def to_json(cfg: TrainConfig) -> dict[str, Any]:
 def from_json(data: dict[str, Any], out: Path) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in data.items() if k in known}
-    values.update(data=Path(values["data"]), out=Path(out),
-                  background=Path(values["background"]) if values.get("background") else None,
+    paths = {k: Path(values[k]) if values.get(k) else None for k in ("background", "init_from", "add")}
+    values.update(data=Path(values["data"]), out=Path(out), **paths,
                   augment=AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None)
     return TrainConfig(**values)
 

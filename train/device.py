@@ -52,6 +52,9 @@ def gpu_available(backend: str, quiet: bool = True) -> bool:
             if backend == "tensorflow":
                 import tensorflow as tf
 
+                from train.distribute import split_logical_cpus
+
+                split_logical_cpus()
                 return bool(tf.config.list_physical_devices("GPU"))
             if backend == "jax":
                 import jax

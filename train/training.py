@@ -17,10 +17,11 @@ from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.augment import augment_batch
-from train.config import TrainConfig, check_same_run, to_json
+from train.config import TrainConfig, check_same_run, from_json, to_json
 from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
+from train.distribute import Distribution, distribution
 
 
 @dataclass
@@ -31,10 +32,15 @@ class TrainResult:
     epochs_run: int
     params: int
     seconds: float
+    extension: dict[str, Any] | None = None  # --extend: old classes before/after, new classes' recall
 
 
 def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_data: bool = True) -> TrainConfig:
     """The settings that rebuild a run's train/validation split (for evaluation and export)."""
+    if "config" in meta:  # every setting was recorded
+        cfg = from_json(meta["config"], Path("."))
+        return replace(cfg, data=Path(data) if data else cfg.data, fmt=cfg.fmt if same_data else "auto", progress=False,
+                       resume=False)
     info = meta["dataset"]["split"]
     bg = meta.get("background")
     return TrainConfig(data=Path(data or meta["dataset"]["path"]), out=Path("."),
@@ -46,17 +52,22 @@ def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_da
 def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
     """Training and validation sets: the source's own val subset, else held-out tracks, else random.
 
-    With ``cfg.background``, its crops join as one more class, split by the frame they came from.
+    With ``cfg.background``, its crops join as one more class, split by the frame they came from; with
+    ``cfg.add``, the photos of those class folders join after it (train.extend).
     """
     train_set, val_set, info = _split_source(path, cfg, size)
-    if cfg.background is None:
-        return train_set, val_set, info
-    from train.data.background import load_background, with_background
+    if cfg.background is not None:
+        from train.data.background import load_background, with_background
 
-    bg, _ = load_background(cfg.background, size)
-    assert bg.tracks is not None  # every crop's track is the frame it came from
-    tr, va = track_split(bg.labels, bg.tracks, cfg.val_fraction, cfg.seed)
-    return with_background(train_set, bg.take(tr)), with_background(val_set, bg.take(va)), info
+        bg, _ = load_background(cfg.background, size)
+        assert bg.tracks is not None  # every crop's track is the frame it came from
+        tr, va = track_split(bg.labels, bg.tracks, cfg.val_fraction, cfg.seed)
+        train_set, val_set = with_background(train_set, bg.take(tr)), with_background(val_set, bg.take(va))
+    if cfg.add is not None:
+        from train.extend import add_classes
+
+        train_set, val_set = add_classes(train_set, val_set, cfg.add, size, cfg.margin, cfg.add_holdout, cfg.seed, cfg.progress)
+    return train_set, val_set, info
 
 
 def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
@@ -91,6 +102,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     select_backend(cfg.backend, cfg.device)
     device = resolve_device(cfg.backend, cfg.device)  # starts the backend (quietly on a CPU machine)
+    dist = distribution(cfg.distribute, cfg.backend)
     from train.models import ARCHS, build_model  # imports keras: after the backend is chosen
 
     if cfg.arch not in ARCHS:
@@ -106,6 +118,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg = replace(cfg, img_size=size, data=Path(cfg.data).resolve(), fmt=cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data)),
                   background=Path(cfg.background).resolve() if cfg.background else None)
     spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
+    if cfg.init_from is not None:
+        from train.runs import Run
+
+        base = Run.open(cfg.init_from)
+        if base.preprocess != spec or base.meta["arch"] != cfg.arch:
+            raise ConfigError(f"--extend {cfg.init_from} is a {base.meta['arch']} model at {base.preprocess.size} px; extend it "
+                              f"with its own architecture and size (leave --arch and --img-size out)")
     out = Path(cfg.out)
     state = _load_state(out / "checkpoints") if cfg.resume else None
     if state is not None:
@@ -116,11 +135,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Only now, with flags and data known to be good, does anything get written.
     ensure_writable_dir(out)
     with folder_lock(out, f"training {cfg.arch}"):
-        return _fit(cfg, build_model, spec, train_set, val_set, split_info, state, device)
+        return _fit(cfg, build_model, spec, train_set, val_set, split_info, state, device, dist)
 
 
 def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Split, val_set: Split,
-         split_info: dict[str, Any], state: dict[str, Any] | None, device: str) -> TrainResult:
+         split_info: dict[str, Any], state: dict[str, Any] | None, device: str, dist: Distribution) -> TrainResult:
     import keras
 
     out = Path(cfg.out)
@@ -130,25 +149,35 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         keras.mixed_precision.set_global_policy("mixed_float16")
     if cfg.resume and state is None:
         print(f"note: --resume found no checkpoint in {ckpt_dir}; starting from scratch", file=sys.stderr)
-    if state is not None:
-        model = keras.models.load_model(ckpt_dir / "last.keras")
-        initial_epoch = state["epoch"]
-        print(f"resuming {out} from epoch {initial_epoch}", file=sys.stderr)
-    else:
-        model = build_model(cfg.arch, spec.size, spec.channels, train_set.num_classes)
-        model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        initial_epoch = 0
-        state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
+    scaled = dist.record(cfg.batch_size, cfg.lr)  # the global batch and peak learning rate over every replica
+    base = None
+    with dist.scope():
+        if state is not None:
+            model = keras.models.load_model(ckpt_dir / "last.keras")
+            initial_epoch = state["epoch"]
+            print(f"resuming {out} from epoch {initial_epoch}", file=sys.stderr)
+        else:
+            if cfg.init_from is not None:
+                from train.extend import grow_model
+                from train.runs import Run
+
+                base = Run.open(cfg.init_from)
+                model = grow_model(keras, base.load_model(), train_set.num_classes)
+            else:
+                model = build_model(cfg.arch, spec.size, spec.channels, train_set.num_classes)
+            model.compile(optimizer=keras.optimizers.AdamW(scaled["lr"], weight_decay=cfg.weight_decay),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            initial_epoch = 0
+            state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
     if initial_epoch >= cfg.epochs:
         raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
     state["config"] = to_json(cfg)
 
-    batches = _batches(keras, train_set, spec, cfg, initial_epoch)
+    batches = _batches(keras, train_set, spec, cfg, initial_epoch, scaled["global_batch"])
     x_val = to_model_input(val_set.images, spec)
     steps = len(batches)
     callbacks = [
-        _cosine_schedule(keras, cfg.lr, steps, cfg.epochs),
+        _cosine_schedule(keras, scaled["lr"], steps, cfg.epochs),
         _checkpointer(keras, ckpt_dir, state),
         # Patience counts only in the schedule's last third, where the learning rate has decayed: a run must
         # not stop while the rate is still high (a frame-pipeline run once stopped at epoch 13 of 30, best epoch 5).
@@ -156,10 +185,11 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
                                       start_from_epoch=stopping_starts(cfg.epochs)),
     ]
     print(f"training {cfg.arch} ({model.count_params():,} params) on {len(train_set)} images, "
-          f"validating on {len(val_set)} ({split_info['kind']} split), {spec.size}x{spec.size}, {device}, backend {cfg.backend}",
-          file=sys.stderr)
-    model.fit(batches, validation_data=(x_val, val_set.labels), epochs=cfg.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
+          f"validating on {len(val_set)} ({split_info['kind']} split), {spec.size}x{spec.size}, {device}, backend {cfg.backend}"
+          + (f", {dist.kind} over {dist.replicas} replicas (batch {scaled['global_batch']}, lr {scaled['lr']:g})"
+             if dist.replicas > 1 or dist.kind != "none" else ""), file=sys.stderr)
+    model.fit(batches, validation_data=dist.validation_data(x_val, val_set.labels, scaled["global_batch"]), epochs=cfg.epochs,
+              initial_epoch=initial_epoch, callbacks=callbacks, verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
 
     state = _load_state(ckpt_dir) or state
     best = keras.models.load_model(ckpt_dir / "best.keras")
@@ -188,6 +218,8 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         "seconds_per_epoch": round(state["seconds"] / max(epochs_run, 1), 1),
         "params": int(best.count_params()),
         "config": to_json(cfg),
+        "distribution": scaled,
+        "extension": _extension(cfg, base, best, x_val, val_set),
         "device": device,
         "keras_version": keras.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -197,7 +229,20 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
     from train.plots import plot_history
 
     plot_history(state["history"], out / "training_curves.png")
-    return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"])
+    return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"],
+                       metadata["extension"])
+
+
+def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_set: Split) -> dict[str, Any] | None:
+    """For --extend: the old classes' accuracy before and after, the new classes' recall on their held-out photos."""
+    if cfg.init_from is None:
+        return None
+    from train.extend import extension_report
+    from train.runs import Run
+
+    base = base or Run.open(cfg.init_from)
+    report = extension_report(base.load_model(), model, x_val, val_set.labels, base.num_classes, val_set.class_names)
+    return {"from": str(cfg.init_from), "added": str(cfg.add), **report}
 
 
 def stopping_starts(epochs: int) -> int:
@@ -215,8 +260,19 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
             "frames_gt_sha256": manifest.get("gt_sha256")}
 
 
-def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int) -> Any:
+def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int, batch_size: int) -> Any:
     aug = cfg.augment
+    # Classes with fewer than --min-per-class images are repeated up to it; added photos get the harder augmentation.
+    counts = np.bincount(data.labels, minlength=data.num_classes)
+    rare = np.flatnonzero((counts > 0) & (counts < cfg.min_per_class))
+    extra = [np.resize(np.flatnonzero(data.labels == c), cfg.min_per_class - counts[c]) for c in rare]
+    pool = np.concatenate([np.arange(len(data)), *extra]).astype(np.int64)
+    if cfg.add is not None and aug is not None:
+        from train.extend import STRONG
+
+        strong = np.isin(data.labels, rare)
+    else:
+        strong = np.zeros(len(data), bool)
 
     class Batches(keras.utils.PyDataset):
         """Shuffled, augmented, normalised batches; the order depends only on (seed, epoch)."""
@@ -228,14 +284,19 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
 
         def _order(self) -> None:
             self.rng = np.random.default_rng([cfg.seed, self.epoch])
-            self.idx = self.rng.permutation(len(data))
+            self.idx = pool[self.rng.permutation(len(pool))]
 
         def __len__(self) -> int:
-            return math.ceil(len(data) / cfg.batch_size)
+            return math.ceil(len(pool) / batch_size)
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-            sel = self.idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            imgs = augment_batch(data.images[sel], self.rng, aug) if aug is not None else data.images[sel]
+            sel = self.idx[i * batch_size:(i + 1) * batch_size]
+            imgs = data.images[sel]
+            if aug is not None:
+                hard = strong[sel]
+                imgs = augment_batch(imgs, self.rng, aug)
+                if hard.any():
+                    imgs[hard] = augment_batch(data.images[sel[hard]], self.rng, STRONG)
             return to_model_input(imgs, spec), data.labels[sel]
 
         def on_epoch_end(self) -> None:

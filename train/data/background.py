@@ -39,13 +39,19 @@ def load_background(folder: Path, size: int) -> tuple[Split, dict]:
     return split, manifest
 
 
-def with_background(data: Split, background: Split) -> Split:
-    """Append the background crops as class ``data.num_classes``."""
+def concat(data: Split, more: Split, class_names: tuple[str, ...]) -> Split:
+    """Two splits as one, labelled in ``class_names`` (their labels already are)."""
     def both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
         return None if a is None or b is None else np.concatenate([a, b])
 
-    return Split(np.concatenate([data.images, background.images]),
-                 np.concatenate([data.labels, np.full(len(background), data.num_classes, np.int64)]),
-                 both(data.tracks, background.tracks), (*data.class_names, BACKGROUND_NAME),
-                 digest([data.fingerprint, background.fingerprint]), data.source, data.skipped,
-                 both(data.files, background.files), both(data.sizes, background.sizes), both(data.rois, background.rois))
+    return Split(np.concatenate([data.images, more.images]), np.concatenate([data.labels, more.labels]),
+                 both(data.tracks, more.tracks), class_names, digest([data.fingerprint, more.fingerprint]), data.source,
+                 data.skipped, both(data.files, more.files), both(data.sizes, more.sizes), both(data.rois, more.rois))
+
+
+def with_background(data: Split, background: Split) -> Split:
+    """Append the background crops as class ``data.num_classes``."""
+    relabelled = Split(background.images, np.full(len(background), data.num_classes, np.int64), background.tracks,
+                       background.class_names, background.fingerprint, background.source, 0, background.files,
+                       background.sizes, background.rois)
+    return concat(data, relabelled, (*data.class_names, BACKGROUND_NAME))

@@ -6,6 +6,7 @@ Known layouts (``FORMATS``):
                     as folders or the official zips (read without extracting)
     gtsrb-pickle    train.p / valid.p / test.p dicts with 'features' (N,32,32,3 RGB) and 'labels'
     cifar10         CIFAR-10 python batches: data_batch_1..5, test_batch, batches.meta
+    folders         DIR/<class name>/*.jpg|png|... with optional DIR/train, val, test and boxes.csv (train.data.folders)
 """
 
 from __future__ import annotations
@@ -24,84 +25,17 @@ import numpy as np
 
 from runtime.errors import DatasetFormatError
 from train.data.classes import CIFAR10_CLASS_NAMES, GTSRB_CLASS_NAMES
+from train.data.folders import detect_folders, list_folders
+from train.data.folders import has_val as folders_has_val
+from train.data.listing import Entry, Listing, check_label, csv_rows, decode_image, parse_int, read_tree_image
 from train.data.tree import FileTree, ZipTree, digest
 
 Box = tuple[int, int, int, int]
 ROI_COLUMNS = ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One labelled image before decoding: a file in a tree, or a row of an in-memory array."""
-
-    ref: str | int
-    label: int
-    track: str | None = None
-    roi: Box | None = None  # x2/y2 exclusive, in the image's own pixels
-
-
-@dataclass
-class Listing:
-    """What a layout yields for one subset; ``read`` returns RGB uint8 or None if undecodable."""
-
-    fmt: str
-    subset: str
-    entries: list[Entry]
-    class_names: tuple[str, ...]
-    read: Callable[[Entry], np.ndarray | None]
-    describe: Callable[[Entry], str]
-    fingerprint: str
-    has_tracks: bool = field(default=False)
-
-
-def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode any image OpenCV reads into RGB uint8, or None if it is unreadable, truncated or empty."""
-    if not data:
-        return None  # a 0-byte file: cv2.imdecode would raise on the empty buffer
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        return None
-    if img is None or img.size == 0:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _read_tree_image(tree: FileTree) -> Callable[[Entry], np.ndarray | None]:
-    def read(entry: Entry) -> np.ndarray | None:
-        try:
-            return decode_image(tree.read(str(entry.ref)))
-        except (OSError, KeyError):
-            return None
-
-    return read
-
-
-def _check_label(label: int, n_classes: int, where: str) -> int:
-    if not 0 <= label < n_classes:
-        raise DatasetFormatError(f"{where}: class id {label} is outside 0..{n_classes - 1}; fix the label or the class list")
-    return label
-
-
-def _csv_rows(text: str, delimiter: str, required: tuple[str, ...], where: str) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise DatasetFormatError(f"{where} lacks column(s) {', '.join(missing)}; expected header with {', '.join(required)}")
-    reader.fieldnames = header
-    return list(reader)
-
-
-def _int(row: dict[str, str], col: str, where: str) -> int:
-    try:
-        return int(str(row[col]).strip())
-    except (TypeError, ValueError):
-        raise DatasetFormatError(f"{where}: column {col} holds {row.get(col)!r}, not an integer") from None
-
-
 def _roi(row: dict[str, str], where: str) -> Box:
-    x1, y1, x2, y2 = (_int(row, c, where) for c in ROI_COLUMNS)
+    x1, y1, x2, y2 = (parse_int(row, c, where) for c in ROI_COLUMNS)
     return x1, y1, x2 + 1, y2 + 1  # GTSRB ROIs are inclusive
 
 
@@ -121,7 +55,7 @@ def list_kaggle(path: Path, subset: str) -> Listing:
     csv_path = root / {"train": "Train.csv", "test": "Test.csv"}.get(subset, "")
     if subset not in ("train", "test") or not csv_path.is_file():
         raise DatasetFormatError(f"{root} has no {subset} subset (gtsrb-kaggle offers Train.csv and Test.csv)")
-    rows = _csv_rows(csv_path.read_text(encoding="utf-8-sig"), ",", ("Path", "ClassId"), str(csv_path))
+    rows = csv_rows(csv_path.read_text(encoding="utf-8-sig"), ",", ("Path", "ClassId"), str(csv_path))
     roi_cols = [c for c in ROI_COLUMNS if rows and c in rows[0]]
     if roi_cols and len(roi_cols) < len(ROI_COLUMNS):
         missing = ", ".join(c for c in ROI_COLUMNS if c not in roi_cols)
@@ -141,7 +75,7 @@ def list_kaggle(path: Path, subset: str) -> Listing:
         m = re.match(r"(\d+)_(\d+)_\d+$", Path(rel).stem)
         entries.append(Entry(
             ref=rel,
-            label=_check_label(_int(row, "ClassId", where), len(names), where),
+            label=check_label(parse_int(row, "ClassId", where), len(names), where),
             track=f"{int(m.group(1)):05d}_{m.group(2)}" if m else None,
             roi=_roi(row, where) if has_roi else None,
         ))
@@ -149,15 +83,15 @@ def list_kaggle(path: Path, subset: str) -> Listing:
     has_tracks = bool(entries) and all(e.track for e in entries)
     # Every image's size and mtime are in the key: a repaired or replaced image is decoded again.
     stamps = [str(root.resolve()), subset, tree.stamp(csv_path.name), str(len(entries)), *(tree.stamp(str(e.ref)) for e in entries)]
-    return Listing("gtsrb-kaggle", subset, entries, names, _read_tree_image(tree), lambda e: tree.describe(str(e.ref)),
+    return Listing("gtsrb-kaggle", subset, entries, names, read_tree_image(tree), lambda e: tree.describe(str(e.ref)),
                    digest(stamps), has_tracks)
 
 
 def _kaggle_class_names(root: Path) -> tuple[str, ...]:
     meta = root / "Meta.csv"
     if meta.is_file():
-        rows = _csv_rows(meta.read_text(encoding="utf-8-sig"), ",", ("ClassId",), str(meta))
-        n = max(_int(r, "ClassId", str(meta)) for r in rows) + 1 if rows else 0
+        rows = csv_rows(meta.read_text(encoding="utf-8-sig"), ",", ("ClassId",), str(meta))
+        n = max(parse_int(r, "ClassId", str(meta)) for r in rows) + 1 if rows else 0
         if n != len(GTSRB_CLASS_NAMES):
             return tuple(f"class {i}" for i in range(n))
     return GTSRB_CLASS_NAMES
@@ -199,9 +133,9 @@ def list_official(path: Path, subset: str) -> Listing:
                 stamps.append(tree.stamp(name))
                 folder = name.rsplit("/", 1)[0]
                 where = tree.describe(name)
-                rows = _csv_rows(tree.read(name).decode("utf-8-sig"), ";", ("Filename", "ClassId", *ROI_COLUMNS), where)
+                rows = csv_rows(tree.read(name).decode("utf-8-sig"), ";", ("Filename", "ClassId", *ROI_COLUMNS), where)
                 for i, row in enumerate(rows, start=2):
-                    label = _check_label(_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
+                    label = check_label(parse_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
                     fname = row["Filename"].strip()
                     refs.append((tree, f"{folder}/{fname}"))
                     stamps.append(tree.stamp(f"{folder}/{fname}"))
@@ -214,14 +148,14 @@ def list_official(path: Path, subset: str) -> Listing:
         tree, name = gts[0]
         where = tree.describe(name)
         stamps.append(tree.stamp(name))
-        rows = _csv_rows(tree.read(name).decode("utf-8-sig"), ";", ("Filename", "ClassId", *ROI_COLUMNS), where)
+        rows = csv_rows(tree.read(name).decode("utf-8-sig"), ";", ("Filename", "ClassId", *ROI_COLUMNS), where)
         for i, row in enumerate(rows, start=2):
             fname = row["Filename"].strip()
             if fname not in images:
                 raise DatasetFormatError(f"{where} line {i}: image {fname} not found under Final_Test/Images")
             refs.append(images[fname])
             stamps.append(images[fname][0].stamp(images[fname][1]))
-            label = _check_label(_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
+            label = check_label(parse_int(row, "ClassId", f"{where} line {i}"), len(GTSRB_CLASS_NAMES), f"{where} line {i}")
             entries.append(Entry(len(refs) - 1, label, None, _roi(row, f"{where} line {i}")))
     else:
         raise DatasetFormatError(f"{path} has no {subset} subset (gtsrb-official offers train and test)")
@@ -248,7 +182,7 @@ def _array_listing(fmt: str, subset: str, images: np.ndarray, labels: np.ndarray
                    where: str, stamp: str, rois: Sequence[Box | None] | None = None) -> Listing:
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
         raise DatasetFormatError(f"{where}: expected features N,H,W,3 matching labels, got {images.shape} and {labels.shape}")
-    entries = [Entry(i, _check_label(int(lab), len(names), f"{where} item {i}"), None, rois[i] if rois else None)
+    entries = [Entry(i, check_label(int(lab), len(names), f"{where} item {i}"), None, rois[i] if rois else None)
                for i, lab in enumerate(labels)]
     images = np.ascontiguousarray(images, dtype=np.uint8)
     return Listing(fmt, subset, entries, names, lambda e: images[int(e.ref)], lambda e: f"{where}[{e.ref}]", stamp)
@@ -294,8 +228,8 @@ def _signnames(folder: Path) -> tuple[str, ...] | None:
     f = folder / "signnames.csv"
     if not f.is_file():
         return None
-    rows = _csv_rows(f.read_text(encoding="utf-8-sig"), ",", ("ClassId", "SignName"), str(f))
-    return tuple(r["SignName"] for r in sorted(rows, key=lambda r: _int(r, "ClassId", str(f))))
+    rows = csv_rows(f.read_text(encoding="utf-8-sig"), ",", ("ClassId", "SignName"), str(f))
+    return tuple(r["SignName"] for r in sorted(rows, key=lambda r: parse_int(r, "ClassId", str(f))))
 
 
 def _cifar_root(path: Path) -> Path:
@@ -342,4 +276,6 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("gtsrb-pickle", "train.p/valid.p/test.p dicts with features/labels (32x32)", detect_pickle, list_pickle,
            lambda p: p.is_dir() and (p / PICKLE_FILES["val"]).is_file()),
     Format("cifar10", "CIFAR-10 python batches (data_batch_1..5, test_batch)", detect_cifar, list_cifar),
+    Format("folders", "DIR/<class name>/*.jpg|png|... (optional DIR/train, val, test; boxes.csv)", detect_folders,
+           list_folders, folders_has_val),
 )}

@@ -1,0 +1,152 @@
+"""Your own signs: class-folder datasets, new classes from a few photos (--extend), and data-parallel training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.errors import DatasetFormatError
+from tests import synth
+from tests.fixtures import LOOSE_GATE, REPO
+from train.__main__ import main as train_main
+from train.data import detect_format, load_dataset
+from train.data.formats import FORMATS
+
+NEW = {"Grünes Quadrat": 4, "purple cross": 5}  # unicode, spaces
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = synth.write_folders(tmp_path_factory.mktemp("folders") / "signs", {"Stop": 0, "Vorfahrt ⬦": 3, **NEW}, tracks=4, frames=3)
+    # odd extensions and a nested folder
+    (root / "Stop" / "night").mkdir()
+    img = cv2.imread(str(next((root / "Stop").glob("*.png"))))
+    cv2.imwrite(str(root / "Stop" / "night" / "n007_000.JPG"), img)
+    cv2.imwrite(str(root / "Stop" / "n008_000.jpeg"), img)
+    cv2.imwrite(str(root / "Stop" / "n009_000.bmp"), img)
+    return root
+
+
+def test_class_folders_are_detected_and_read(folders):
+    assert detect_format(folders) == "folders" and "folders" in FORMATS
+    split = load_dataset(folders, use_cache=False, progress=False, size=16)
+    assert split.class_names == ("Grünes Quadrat", "Stop", "Vorfahrt ⬦", "purple cross")  # folder names, sorted
+    assert np.bincount(split.labels).tolist() == [12, 15, 12, 12]  # the nested .JPG, the .jpeg and the .bmp are Stop's
+    assert split.tracks is not None and len(set(split.tracks)) == 4 * 4 + 3  # <track>_<frame> names
+    assert split.rois is not None and (split.rois == -1).all()  # whole images
+
+
+def test_train_val_test_subfolders_and_boxes_csv(tmp_path):
+    root = synth.write_folders(tmp_path / "ds", {"a": 0, "b": 1}, tracks=3, frames=2, splits=("train", "val", "test"))
+    img = next((root / "train" / "a").glob("*.png"))
+    (root / "train" / "boxes.csv").write_text(f"file,x1,y1,x2,y2,track\na/{img.name},5,5,30,30,sign42\n")
+    assert FORMATS["folders"].has_val(root)
+    train = load_dataset(root, use_cache=False, progress=False, size=16)
+    k = next(i for i, f in enumerate(train.files) if f.endswith(img.name))
+    assert tuple(train.rois[k]) == (5, 5, 30, 30) and train.tracks[k] == "a/sign42"
+    for subset in ("val", "test"):
+        assert len(load_dataset(root, subset=subset, use_cache=False, progress=False, size=16)) == 12
+    (root / "train" / "boxes.csv").write_text(f"file,x1,y1,x2,y2\na/{img.name},30,5,5,30\n")
+    with pytest.raises(DatasetFormatError, match="boxes.csv line 2: box 30,5,5,30 has no area"):
+        load_dataset(root, use_cache=False, progress=False, size=16)
+
+
+def test_an_empty_class_folder_or_an_unknown_val_class_is_an_error(tmp_path):
+    root = synth.write_folders(tmp_path / "ds", {"a": 0, "b": 1}, tracks=2, frames=2, splits=("train", "val"))
+    (root / "train" / "empty").mkdir()
+    with pytest.raises(DatasetFormatError, match=r"class folder .*empty holds no images"):
+        load_dataset(root, use_cache=False, progress=False, size=16)
+    (root / "train" / "empty").rmdir()
+    shutil.copytree(root / "val" / "a", root / "val" / "zebra")
+    with pytest.raises(DatasetFormatError, match="class 'zebra' is not a class of"):
+        load_dataset(root, subset="val", use_cache=False, progress=False, size=16)
+
+
+@pytest.mark.slow
+def test_training_on_class_folders_records_the_names(folders, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    synth.write_folders(flat, {"a": 0, "b": 1}, tracks=4, frames=3)
+    for p in flat.rglob("*.png"):  # no track names: a random split, said
+        p.rename(p.with_name(f"img{abs(hash(p.name)) % 10**8}.png"))
+    assert train_main(["--data", str(flat), "--epochs", "1", "--img-size", "16", "--batch-size", "8", "--out",
+                       str(tmp_path / "run"), "--quiet"]) == 0
+    assert "random image split" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "run/metadata.json").read_text())
+    assert meta["class_names"] == ["a", "b"] and meta["dataset"]["format"] == "folders"
+
+
+@pytest.fixture(scope="module")
+def extended(trained_run, tmp_path_factory):
+    add = synth.write_folders(tmp_path_factory.mktemp("add") / "new", NEW, tracks=5, frames=2, seed=3)
+    out = tmp_path_factory.mktemp("ext") / "run"
+    assert train_main(["--extend", str(trained_run), "--add", str(add), "--out", str(out), "--epochs", "3", "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_extend_adds_classes_and_reports_old_and_new(extended, trained_run):
+    meta = json.loads((extended / "metadata.json").read_text())
+    base = json.loads((trained_run / "metadata.json").read_text())
+    assert meta["class_names"] == [*base["class_names"], *NEW]
+    ext = meta["extension"]
+    assert ext["from"] == str(trained_run.resolve()) and ext["old_classes"]["images"] == base["dataset"]["val_images"]
+    assert ext["old_classes"]["accuracy_after"] >= ext["old_classes"]["accuracy_before"] - 0.1  # not forgotten
+    assert set(ext["new_classes"]) == set(NEW) and all(r["held_out"] == 4 and r["recall"] >= 0.5 for r in ext["new_classes"].values())
+    assert meta["config"]["min_per_class"] == 200 and meta["config"]["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_an_extended_run_is_an_ordinary_run(extended):
+    from export import tflite as export_tflite
+    from runtime.builds import BUILDS, build_file
+    from runtime.classifier import Classifier
+    from train.runs import Run
+
+    assert export_tflite.main(["--int8", "--model", str(extended), "--calib-samples", "150", *LOOSE_GATE]) == 0
+    clf = Classifier.from_build(build_file(extended, BUILDS["tflite-int8"]))
+    assert clf.class_names[-2:] == tuple(NEW)
+    val = Run.open(extended).split("val")  # rebuilt: the run's own held-out tracks plus the held-out added photos
+    assert set(np.unique(val.labels)) == set(range(6))
+
+
+@pytest.mark.slow
+def test_extend_flags(trained_run, extended, tmp_path, capsys):
+    for argv in (["--add", str(tmp_path)], ["--extend", str(trained_run)]):
+        with pytest.raises(SystemExit) as e:
+            train_main(argv)
+        assert e.value.code == 2
+    assert train_main(["--extend", str(extended), "--add", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
+    assert "was itself extended" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mirrored_training_on_two_logical_devices_is_an_ordinary_run(kaggle_dir, trained_run, tmp_path):
+    out = tmp_path / "mirrored"
+    env = {**os.environ, "SIGNKIT_LOGICAL_CPUS": "2"}
+    proc = subprocess.run([sys.executable, "-m", "train", "--data", str(kaggle_dir), "--distribute", "mirrored", "--epochs", "1",
+                           "--img-size", "16", "--batch-size", "8", "--out", str(out), "--quiet"], cwd=REPO, env=env,
+                          check=False, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mirrored over 2 replicas (batch 16" in proc.stderr
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["distribution"] == {"strategy": "mirrored", "replicas": 2, "global_batch": 16, "lr": pytest.approx(2 * 2e-3)}
+    single = json.loads((trained_run / "metadata.json").read_text())
+    assert set(meta) == set(single) and meta["preprocess"] == {**single["preprocess"]}
+    from train.runs import Run
+
+    assert Run.open(out).load_model().output_shape == (None, 4)
+
+
+def test_multiworker_without_tf_config_is_one_line(kaggle_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert train_main(["--data", str(kaggle_dir), "--distribute", "multiworker", "--epochs", "1", "--img-size", "16",
+                       "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "needs TF_CONFIG" in err and "Traceback" not in err
