@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from camera_demo.demo import DemoOptions, Sinks, run_demo
 from camera_demo.display import Window, window_unavailable
 from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
@@ -32,7 +34,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
-from runtime.pipeline import FramePipeline
+from runtime.pipeline import FramePipeline, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, load_boxes, parse_boxes
 
@@ -62,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     rois.add_argument("--detect", action="store_true", help="find the signs with the built-in proposals (the default)")
     rois.add_argument("--roi", nargs="+", metavar="X1,Y1,X2,Y2", help="classify these fixed boxes in every frame")
     rois.add_argument("--rois", type=Path, metavar="FILE.json", help="fixed boxes from a JSON file [[x1,y1,x2,y2], ...]")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="inference threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads (default: all cores, or half of them when the stages overlap)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="propose and classify one frame after the other, instead of proposing the next frame meanwhile")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
     p.add_argument("--ranker", type=Path, default=None, help="proposal ranker JSON (default: the runtime's own)")
     p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
@@ -118,9 +123,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, value, low in (("--threads", args.threads, 1), ("--smooth", args.smooth, 1), ("--detect-every", args.detect_every, 1)):
-        if value < low:
-            parser.error(f"{flag} must be at least {low}")
+    for flag, value in (("--threads", args.threads), ("--smooth", args.smooth), ("--detect-every", args.detect_every)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1")
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be at least 1")
     if args.fps is not None and args.fps <= 0:
@@ -132,7 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    clf = Classifier.from_build(args.build, threads=args.threads, threshold=args.threshold)
+    overlap = boxes is None and not args.no_overlap
+    cores = os.cpu_count() or 1
+    threads = args.threads
+    cv_threads = cv2.getNumThreads()
+    if overlap:  # the two stages share the cores rather than both using all of them
+        auto_threads, opencv_threads = split_cores(cores)
+        threads = threads or auto_threads
+        cv2.setNumThreads(opencv_threads)
+    try:
+        return _run(args, boxes, overlap, threads or cores, log)
+    finally:
+        cv2.setNumThreads(cv_threads)
+
+
+def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool, threads: int, log: Any) -> int:
+    clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
     if boxes is None and clf.background_class is None:
         log(f"note: {args.build.name} has no background class; with --detect it will call leaves and windows signs "
             f"(train one with --background, README: Not a sign)")
@@ -162,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"running headless: {why}")
             else:
                 sinks.window = Window()
-        options = DemoOptions(boxes, args.detect_every, args.smooth, args.fps, args.loop, args.frames)
+        options = DemoOptions(boxes, args.detect_every, args.smooth, overlap, args.fps, args.loop, args.frames)
         summary = run_demo(source, pipeline, options, sinks, log)
     finally:
         sinks.close()

@@ -23,7 +23,7 @@ from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
 from camera_demo.server import FrameBoard
 from camera_demo.sources import Frame, Source, SourceError, frames
 from camera_demo.tracking import Tracked, Tracker
-from runtime.pipeline import FramePipeline
+from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.roi import Box
 
 
@@ -32,6 +32,7 @@ class DemoOptions:
     boxes: tuple[Box, ...] | None = None  # fixed ROIs; None: the runtime's proposals (--detect)
     detect_every: int = 1  # --detect: propose every K-th frame, follow the signs found in between
     smooth: int = 1  # a track's label is the vote of its last N detections
+    overlap: bool = True  # propose the next frame on another thread while this one is classified
     fps_cap: float | None = None
     loop: bool = False
     max_frames: int | None = None
@@ -78,7 +79,8 @@ class Summary:
         return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "seconds": round(self.seconds, 3), "fps_median": round(self.fps(50), 2),
+        return {"frames": self.frames, "seconds": round(self.seconds, 3),
+                "fps_overall": round(self.frames / self.seconds, 2) if self.seconds else 0.0, "fps_median": round(self.fps(50), 2),
                 "fps_p5": round(self.fps(5), 2), "ms": {k: round(v, 3) for k, v in self.medians().items()},
                 "detections_per_class": dict(self.per_class.most_common()), "tracks": self.tracks,
                 "frames_dropped": self.dropped, "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error}
@@ -86,8 +88,9 @@ class Summary:
     def format(self) -> str:
         ms = " ".join(f"{k} {v:.2f}" for k, v in self.medians().items())
         classes = ", ".join(f"{name} {n}" for name, n in self.per_class.most_common()) or "none"
-        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}); fps median {self.fps(50):.1f}, "
-                f"5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}\n"
+        overall = self.frames / self.seconds if self.seconds else 0.0
+        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}): {overall:.1f} fps overall; per frame "
+                f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}\n"
                 f"median ms per frame: {ms}\n"
                 f"detections per class ({self.tracks} tracks): {classes}")
 
@@ -164,17 +167,42 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
     tracker = Tracker(window=max(1, options.smooth))
     names = pipeline.classifier.class_names
     reader = ReadAhead(source, options.loop)
+    ahead = ProposalsAhead(pipeline) if options.overlap and options.boxes is None else None
     expected: int | None = None
     start = last = time.perf_counter()
+
+    def proposing(n: int) -> bool:
+        return options.boxes is None and n % options.detect_every == 0
+
+    frames = iter(reader)
+    lost: SourceError | None = None
+
+    def pull() -> Frame | None:
+        """The next frame; a lost source is kept to raise once the frames it did deliver are processed."""
+        nonlocal lost
+        if lost is not None:
+            return None
+        try:
+            return next(frames, None)
+        except SourceError as err:
+            lost = err
+            return None
+
     try:
-        for n, frame in enumerate(reader):
+        upcoming = pull()
+        n = -1
+        while upcoming is not None:
+            frame, n = upcoming, n + 1
+            upcoming = pull()  # one frame ahead: its proposals start before this frame is classified
             got = time.perf_counter()
+            if ahead is not None and upcoming is not None and proposing(n + 1):
+                ahead.submit(n + 1, upcoming.image)
             if expected is not None and frame.index > expected:
                 summary.dropped += frame.index - expected  # gaps in the source's own frame numbers
             expected = frame.index + 1
-            proposed = options.boxes is None and (n % options.detect_every == 0)
+            proposed = proposing(n)
             rois = list(options.boxes) if options.boxes is not None else (None if proposed else tracker.predicted_boxes(frame.index))
-            result = pipeline.run(frame.image, rois)
+            result = pipeline.run(frame.image, rois, proposed=ahead.take(n) if ahead is not None and proposed else None)
             tracked = tracker.update(result.detections, frame.index, names)
             t_out = time.perf_counter()
             if sinks.jsonl:
@@ -211,11 +239,15 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
             if options.max_frames and summary.frames >= options.max_frames:
                 summary.reason = f"--frames {options.max_frames}"
                 break
+        if lost is not None and summary.reason == "end of source":
+            raise lost
     except KeyboardInterrupt:
         summary.reason = "interrupted"
     except SourceError as err:
         summary.reason, summary.error = "source lost", str(err)
     finally:
+        if ahead is not None:
+            ahead.close()
         reader.close()
         sinks.close()
         summary.seconds = time.perf_counter() - start

@@ -174,7 +174,7 @@ def write_gtsdb(root: Path, frames: int = 3, seed: int = 0, size: tuple[int, int
     for f in range(frames):
         frame = np.full((h, w, 3), 110, np.uint8)
         frame[h // 2:] = 70  # "road"
-        for k, cls in enumerate(range(len(CLASS_STYLES))):
+        for k, cls in enumerate(range(BASE_STYLES)):
             img, (x1, y1, x2, y2) = make_sign(cls, int(rng.integers(28, 44)), rng)
             ox, oy = 20 + k * (w // 4), int(rng.integers(20, h // 2 - img.shape[0]))
             frame[oy:oy + img.shape[0], ox:ox + img.shape[1]] = img

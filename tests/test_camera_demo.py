@@ -156,7 +156,10 @@ class _Flicker:
     def __init__(self, classifier):
         self.classifier = classifier
 
-    def run(self, image, boxes=None):
+    def propose(self, image):
+        return (), 0.0
+
+    def run(self, image, boxes=None, proposed=None):
         n = int(image[0, 0, 0])
         cls = 2 if n % 5 == 2 else 1
         from runtime.pipeline import FrameResult, StageTimes
@@ -372,6 +375,18 @@ def test_drive_refuses_a_bad_jsonl(tmp_path, capsys):
     (tmp_path / "gt.jsonl").write_text("")
     assert drive.main(["--score", str(tmp_path / "bad.jsonl"), "--gt", str(tmp_path / "gt.jsonl")]) == 1
     assert "line 1 is not JSON" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_overlapping_the_stages_changes_nothing_but_the_speed(exported, video, tmp_path):
+    build = str(build_file(exported, BUILDS["tflite-int8"]))
+    runs = {}
+    for flag in ("--no-overlap", "--detect"):
+        jsonl = tmp_path / f"{flag}.jsonl"
+        assert demo_cli.main(["--build", build, "--source", str(video), "--headless", "--threshold", "0", flag,
+                              "--detect-every", "2", "--jsonl", str(jsonl)]) == 0
+        runs[flag] = [[(tuple(d["box"]), d["class_id"]) for d in r["detections"]] for r in _lines(jsonl)]
+    assert runs["--no-overlap"] == runs["--detect"] and any(runs["--detect"])
 
 
 @pytest.mark.slow
