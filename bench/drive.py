@@ -7,9 +7,11 @@
 GTSDB frames are separate scenes, so played in a row they cannot show what temporal smoothing or
 tracking do. Here each frame becomes a short clip (``--steps`` frames) zooming from the whole frame
 toward a point ahead of the camera (``--toward``), as a car approaching: signs grow and drift
-outward. The ground-truth boxes are moved the same way, one track per physical sign; a sign cut by
-the frame's edge (less than ``--visible`` of it inside) is a "don't care" region, where a detection
-is neither a hit nor a false alarm.
+outward. Each frame also gets what makes two camera frames differ: exposure jitter, horizontal
+motion blur and sensor noise (``--exposure``, ``--blur``, ``--noise``), seeded. The ground-truth
+boxes are moved the same way, one track per physical sign; a sign cut by the frame's edge (less
+than ``--visible`` of it inside) is a "don't care" region, where a detection is neither a hit nor a
+false alarm.
 
 Scoring gives precision, recall and F1 over all frames (a hit: IoU >= 0.5 and the right class) and
 label flips per track: how often the label of the detection covering a sign changes from one frame
@@ -64,6 +66,21 @@ class DriveSpec:
     toward: tuple[float, float] = (0.5, 0.45)  # the point approached, as fractions of width and height
     fps: float = 15.0
     visible: float = 0.8  # share of a sign inside the frame for it to count
+    exposure: float = 0.08  # brightness factor 1 +- this, per frame
+    blur: int = 5  # horizontal motion blur up to this many pixels, per frame (1: none)
+    noise: float = 3.0  # sensor noise, standard deviation in grey levels
+    seed: int = 0
+
+
+def camera_effects(frame: np.ndarray, spec: DriveSpec, rng: np.random.Generator) -> np.ndarray:
+    """One camera frame's exposure, motion blur and sensor noise."""
+    out: np.ndarray = frame.astype(np.float32) * float(rng.uniform(1 - spec.exposure, 1 + spec.exposure))
+    k = int(rng.integers(1, max(1, spec.blur) + 1))
+    if k > 1:
+        out = cv2.filter2D(out, -1, np.full((1, k), 1.0 / k, np.float32))
+    if spec.noise > 0:
+        out += rng.normal(0.0, spec.noise, out.shape).astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def make_drive(data: Path, out: Path, gt_out: Path, spec: DriveSpec = DriveSpec(), progress: bool = True,
@@ -80,6 +97,7 @@ def make_drive(data: Path, out: Path, gt_out: Path, spec: DriveSpec = DriveSpec(
     scales = np.geomspace(1.0, spec.zoom, spec.steps) if spec.steps > 1 else np.ones(1)
     fourcc = cv2.VideoWriter.fourcc(*CODECS[out.suffix.lower()])
     n = signs = 0
+    rng = np.random.default_rng(spec.seed)
     with atomic_path(out) as tmp_video, atomic_path(gt_out) as tmp_gt, open(tmp_gt, "w") as gt_file:
         writer = cv2.VideoWriter(str(tmp_video), fourcc, spec.fps, (w, h))
         if not writer.isOpened():
@@ -93,7 +111,8 @@ def make_drive(data: Path, out: Path, gt_out: Path, spec: DriveSpec = DriveSpec(
                 signs += len(truth)
                 for step, s in enumerate(scales):
                     m = zoom_matrix(float(s), toward)
-                    writer.write(cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+                    moved = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                    writer.write(camera_effects(moved, spec, rng))
                     boxes, ignore = [], []
                     for j, a in enumerate(truth):
                         box, counts = move_box(a.box, m, w, h, spec.visible)
@@ -192,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--fps", type=float, default=DriveSpec.fps, help="the video's frame rate")
     make.add_argument("--visible", type=float, default=DriveSpec.visible,
                       help="share of a sign inside the frame for it to be scored (else: don't care)")
+    make.add_argument("--exposure", type=float, default=DriveSpec.exposure, help="per-frame brightness factor 1 +- this")
+    make.add_argument("--blur", type=int, default=DriveSpec.blur, help="per-frame horizontal motion blur up to this many px")
+    make.add_argument("--noise", type=float, default=DriveSpec.noise, help="sensor noise, grey levels (standard deviation)")
+    make.add_argument("--seed", type=int, default=DriveSpec.seed)
     score = p.add_argument_group("score a demo run")
     score.add_argument("--score", type=Path, help="JSONL written by python -m camera_demo --jsonl")
     score.add_argument("--gt", type=Path, help="ground truth written with the video (OUT_gt.jsonl)")
@@ -221,9 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --data FRAMES --out VIDEO to make a video, or --score OUT.jsonl --gt DRIVE_gt.jsonl to score")
     if args.steps < 1 or args.zoom < 1 or not 0 < args.visible <= 1 or (args.limit is not None and args.limit < 1):
         parser.error("--steps and --limit must be at least 1, --zoom at least 1, --visible in (0, 1]")
+    if args.exposure < 0 or args.blur < 1 or args.noise < 0:
+        parser.error("--exposure and --noise must be at least 0, --blur at least 1")
     gt_out = args.out.with_name(args.out.stem + "_gt.jsonl")
-    info = make_drive(args.data, args.out, gt_out, DriveSpec(args.steps, args.zoom, tuple(args.toward), args.fps, args.visible),
-                      progress=not args.quiet, limit=args.limit)
+    spec = DriveSpec(args.steps, args.zoom, tuple(args.toward), args.fps, args.visible, args.exposure, args.blur, args.noise,
+                     args.seed)
+    info = make_drive(args.data, args.out, gt_out, spec, progress=not args.quiet, limit=args.limit)
     print(json.dumps(info, indent=2) if args.json else
           f"{info['frames']} frames ({info['source_frames']} source frames x {args.steps}) -> {args.out}; ground truth {gt_out}")
     return 0

@@ -201,8 +201,12 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
                 summary.dropped += frame.index - expected  # gaps in the source's own frame numbers
             expected = frame.index + 1
             proposed = proposing(n)
-            rois = list(options.boxes) if options.boxes is not None else (None if proposed else tracker.predicted_boxes(frame.index))
-            result = pipeline.run(frame.image, rois, proposed=ahead.take(n) if ahead is not None and proposed else None)
+            if options.boxes is not None:
+                result = pipeline.run(frame.image, list(options.boxes))
+            elif proposed:
+                result = pipeline.run(frame.image, proposed=ahead.take(n) if ahead is not None else None)
+            else:  # between full proposal frames: propose only around the signs being followed
+                result = pipeline.run(frame.image, regions=tracker.search_regions(frame.index))
             tracked = tracker.update(result.detections, frame.index, names)
             t_out = time.perf_counter()
             if sinks.jsonl:

@@ -1,9 +1,10 @@
 """Follow signs from frame to frame: steady labels (``--smooth N``) and cheap frames (``--detect-every K``).
 
-Detections are matched to tracks by IoU, greedily, surest first. A track reports the class that
-won the vote over its last N detections (a tie keeps the label it had), so one misread frame
-in five does not flicker the label. Each track also keeps its box's velocity, so between two
-proposal frames the pipeline can classify where each sign is about to be instead of proposing.
+Detections are matched by IoU to where each track's sign should be by now (its last box moved by
+its velocity), greedily, surest first. A track reports the class that won the vote over its last
+N detections (a tie keeps the label it had), so one misread frame in five does not flicker the
+label. Between two full proposal frames the pipeline proposes only in a window around each
+track's predicted box (``search_regions``), which follows a sign as it grows and drifts.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Tracked:
 @dataclass
 class Tracker:
     window: int = 1  # --smooth N: the vote runs over a track's last N detections (1: no smoothing)
-    max_missing: int = 5  # frames a track survives without a detection
+    max_missing: int = 2  # frames a track survives without a detection (tuned on a gtsdb-train drive video)
     match_iou: float = MATCH_IOU
     tracks: list[Track] = field(default_factory=list)
     _next_id: int = 0
@@ -55,7 +56,7 @@ class Tracker:
         self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_missing]
         out: list[Tracked] = []
         free = set(range(len(self.tracks)))
-        ious = iou_matrix([d.box for d in detections], [t.box for t in self.tracks]) if self.tracks else None
+        ious = iou_matrix([d.box for d in detections], self._predicted(frame)) if self.tracks else None
         for i, det in enumerate(detections):  # detections come surest first
             best = -1
             if ious is not None and free:
@@ -93,12 +94,23 @@ class Tracker:
             return track.class_id  # a tie keeps the label the track already has
         return max(counts, key=lambda c: counts[c])
 
-    def predicted_boxes(self, frame: int, grow: float = 0.0) -> list[Box]:
-        """Where each live track's sign should be in ``frame`` (its velocity applied), grown by ``grow`` a side."""
-        boxes = []
+    def _predicted(self, frame: int) -> list[tuple[float, float, float, float]]:
+        out = []
         for t in self.tracks:
             gap = frame - t.last_frame
             x1, y1, x2, y2 = (v + dv * gap for v, dv in zip(t.box, t.velocity))
+            out.append((x1, y1, x2, y2))
+        return out
+
+    def predicted_boxes(self, frame: int, grow: float = 0.0) -> list[Box]:
+        """Where each live track's sign should be in ``frame`` (its velocity applied), grown by ``grow`` a side."""
+        boxes = []
+        for x1, y1, x2, y2 in self._predicted(frame):
             w, h = (x2 - x1) * grow, (y2 - y1) * grow
             boxes.append((int(np.floor(x1 - w)), int(np.floor(y1 - h)), int(np.ceil(x2 + w)), int(np.ceil(y2 + h))))
         return boxes
+
+    def search_regions(self, frame: int, grow: float = 0.8) -> list[Box]:
+        """Windows to propose in for ``frame``: each track's predicted box grown by ``grow`` of its side on every side
+        (room for a sign that moved or grew more than its velocity said)."""
+        return self.predicted_boxes(frame, grow)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
 from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose
-from runtime.roi import nms
+from runtime.roi import clamp_box, nms
 
 OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
@@ -89,13 +89,31 @@ class FramePipeline:
         props = tuple(propose(frame_bgr, self.proposals, self.ranker))
         return props, 1000.0 * (time.perf_counter() - t0)
 
+    def propose_in(self, frame_bgr: np.ndarray, regions: Sequence[Sequence[float]], per_region: int = 4) -> tuple[Proposal, ...]:
+        """The proposal stage inside each region only (a window around a sign followed from earlier frames):
+        its best ``per_region`` proposals each, in frame coordinates. A few small windows cost a fraction of a frame."""
+        h, w = frame_bgr.shape[:2]
+        cfg = replace(self.proposals, max_proposals=per_region, per_cue=1)
+        out: list[Proposal] = []
+        for region in regions:
+            box = clamp_box(region, w, h)
+            if box is None:
+                continue
+            x1, y1, x2, y2 = box
+            for p in propose(frame_bgr[y1:y2, x1:x2], cfg, self.ranker):
+                bx1, by1, bx2, by2 = p.box
+                out.append(Proposal((bx1 + x1, by1 + y1, bx2 + x1, by2 + y1), p.cue, p.score))
+        return tuple(out)
+
     def run(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None, *,
-            proposed: tuple[tuple[Proposal, ...], float] | None = None) -> FrameResult:
+            proposed: tuple[tuple[Proposal, ...], float] | None = None,
+            regions: Sequence[Sequence[float]] | None = None) -> FrameResult:
         """Find and classify the signs of a uint8 HxWx3 BGR frame.
 
         Args:
             boxes: classify these ``(x1, y1, x2, y2)`` boxes instead of proposing (fixed ROIs, ground truth).
             proposed: this frame's proposals made already (``propose``, e.g. on another thread), with their ms.
+            regions: propose only inside these windows (``propose_in``: following signs between full proposals).
 
         Raises:
             RoiError: the frame is not a usable image (checked once, here), or a box is not four numbers.
@@ -105,6 +123,8 @@ class FramePipeline:
         ahead_ms = None
         if boxes is not None:
             rois = tuple(Proposal(tuple(b), GIVEN, 1.0) for b in boxes)  # type: ignore[arg-type]
+        elif regions is not None:
+            rois = self.propose_in(frame_bgr, regions)
         elif proposed is not None:
             rois, ahead_ms = proposed
         else:
