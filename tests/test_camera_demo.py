@@ -99,7 +99,9 @@ def test_detect_every_k_proposes_every_kth_frame_and_follows_in_between(exported
     lines = _lines(jsonl)
     assert [r["proposed"] for r in lines] == [i % 3 == 0 for i in range(9)]
     followed = [r for r in lines if not r["proposed"]]
-    assert all(r["ms"]["proposals"] < 1.0 for r in followed)  # no proposal stage on the frames in between
+    full = [r for r in lines if r["proposed"]]
+    # in between, the proposal stage runs only in windows around the followed signs: a fraction of a full pass
+    assert np.median([r["ms"]["proposals"] for r in followed]) < 0.5 * np.median([r["ms"]["proposals"] for r in full])
     assert any(r["detections"] for r in followed)
 
 
