@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import types
@@ -99,10 +100,14 @@ def test_detect_every_k_proposes_every_kth_frame_and_follows_in_between(exported
     lines = _lines(jsonl)
     assert [r["proposed"] for r in lines] == [i % 3 == 0 for i in range(9)]
     followed = [r for r in lines if not r["proposed"]]
-    full = [r for r in lines if r["proposed"]]
-    # in between, the proposal stage runs only in windows around the followed signs: a fraction of a full pass
-    assert np.median([r["ms"]["proposals"] for r in followed]) < 0.5 * np.median([r["ms"]["proposals"] for r in full])
     assert any(r["detections"] for r in followed)
+    from runtime.roi import iou_matrix
+
+    # in between, the proposal stage runs only in windows around the signs followed: nothing appears elsewhere
+    for prev, r in itertools.pairwise(lines):
+        if not r["proposed"] and r["detections"]:
+            near = iou_matrix([d["box"] for d in r["detections"]], [d["box"] for d in prev["detections"]])
+            assert (near.max(axis=1) > 0).all()
 
 
 def test_mjpeg_server_streams_frames_and_detections():
