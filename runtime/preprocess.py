@@ -23,6 +23,7 @@ PREPROCESS_VERSION = 1
 
 COLOURS = ("rgb", "gray")
 NORMALIZATIONS = ("standardize", "unit", "symmetric")
+CONTRASTS = ("none", "clahe")
 Box = tuple[int, int, int, int]
 
 
@@ -37,6 +38,8 @@ class PreprocessSpec:
             "symmetric" ([-1, 1]).
         margin: fraction of the box's width/height added on every side before cropping
             (GTSRB images keep about 10 % around the sign).
+        contrast: "none", or "clahe": contrast-limited adaptive histogram equalisation of the crop's
+            lightness (LAB), in 4x4 tiles, before the normalisation (dark and backlit signs).
     """
 
     size: int = 32
@@ -44,12 +47,15 @@ class PreprocessSpec:
     normalization: str = "standardize"
     margin: float = 0.1
     version: int = PREPROCESS_VERSION
+    contrast: str = "none"
 
     def __post_init__(self) -> None:
         if self.colour not in COLOURS:
             raise ValueError(f"colour must be one of {COLOURS}, not {self.colour!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {self.normalization!r}")
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, not {self.contrast!r}")
         if self.size < 1 or self.margin < 0:
             raise ValueError("size must be >= 1 and margin >= 0")
 
@@ -120,8 +126,25 @@ def crop_and_resize(image: np.ndarray, box: Sequence[float] | None, spec: Prepro
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+CLAHE_CLIP, CLAHE_TILES = 2.0, (4, 4)
+
+
+def equalise(crops: np.ndarray) -> np.ndarray:
+    """CLAHE on the lightness of uint8 RGB crops (N,H,W,3), colour kept."""
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES)  # one per call: not shared between threads
+    out = np.empty_like(crops)
+    for i, c in enumerate(crops):
+        lab = cv2.cvtColor(c, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+        out[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return out
+
+
 def to_model_input(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Turn uint8 RGB crops (N,H,W,3 or H,W,3) into the float32 tensor the model was trained on."""
+    if spec.contrast == "clahe":
+        c = np.asarray(crops, dtype=np.uint8)
+        crops = equalise(c[None])[0] if c.ndim == 3 else equalise(c)
     x = np.asarray(crops, dtype=np.float32)
     single = x.ndim == 3
     if single:

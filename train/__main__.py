@@ -35,7 +35,7 @@ from train.device import BACKENDS
 from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
 
-ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d")  # train.models.ARCHS, without importing keras
+ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-ds", "edge-ds-s")  # train.models.ARCHS
 
 
 def default_data() -> Path:
@@ -57,10 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="spread this much of each label over the other classes")
+    p.add_argument("--contrast", default="none", choices=("none", "clahe"),
+                   help="clahe: equalise each crop's lightness (dark, backlit signs) in the shared preprocessing the Pi runs too")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of each class's tracks held out")
     p.add_argument("--patience", type=int, default=8,
                    help="early-stopping patience in epochs, counted only in the last third of the schedule")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="weights and batch order")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="which tracks are held out (default: --seed); keep it fixed to compare seeds on the same tracks")
+    p.add_argument("--devtest-fraction", type=float, default=0.0,
+                   help="also hold out this share of each class's tracks as a dev-test split, only to report on")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ARCH-TIMESTAMP; with --resume the latest run)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
@@ -91,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Flag -> TrainConfig field, for the flags a resumed run compares with what it recorded.
 FIELDS = {"data": "data", "fmt": "fmt", "arch": "arch", "epochs": "epochs", "img_size": "img_size",
           "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "val_fraction": "val_fraction",
+          "split_seed": "split_seed", "devtest_fraction": "devtest_fraction", "label_smoothing": "label_smoothing",
+          "contrast": "contrast",
           "patience": "patience", "seed": "seed", "device": "device", "backend": "backend", "background": "background",
           "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p", "min_per_class": "min_per_class",
           "distribute": "distribute"}
@@ -118,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--img-size must be a positive number of pixels, not {args.img_size}")
     if not (0 <= args.zoom < 1 and 0 <= args.shift < 1 and 0 <= args.erase <= 1):
         parser.error("--zoom and --shift must be between 0 and 1 (e.g. --zoom 0.2 --shift 0.1), --erase a probability")
-    if not 0 < args.val_fraction < 1:
-        parser.error("--val-fraction must be between 0 and 1")
+    if not 0 < args.val_fraction < 1 or not 0 <= args.devtest_fraction < 1 - args.val_fraction:
+        parser.error("--val-fraction must be between 0 and 1, --devtest-fraction at least 0 and below 1 - --val-fraction")
     out = args.out or (latest_run(require="checkpoints/state.json") if args.resume else new_run_dir(args.arch))
     augment = None if args.no_augment else AugmentConfig(zoom=args.zoom, shift=args.shift, erase_p=args.erase)
     cfg = TrainConfig(data=args.data, out=out, arch=args.arch, epochs=args.epochs, img_size=args.img_size,
@@ -127,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       val_fraction=args.val_fraction, patience=args.patience, fmt=args.fmt, backend=args.backend,
                       device=args.device, augment=augment, use_cache=not args.no_cache, progress=not args.quiet,
                       background=args.background, resume=args.resume, min_per_class=args.min_per_class,
-                      distribute=args.distribute)
+                      distribute=args.distribute, split_seed=args.split_seed, devtest_fraction=args.devtest_fraction,
+                      label_smoothing=args.label_smoothing, contrast=args.contrast)
     if args.add and not args.extend:
         parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
     if args.extend:

@@ -21,8 +21,12 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3  # peak of the warm-up + cosine schedule
     weight_decay: float = 5e-3  # AdamW's decoupled weight decay
-    seed: int = 0
+    label_smoothing: float = 0.0
+    contrast: str = "none"  # "clahe": equalise each crop's lightness before normalising (runtime.preprocess)
+    seed: int = 0  # weights and batch order
+    split_seed: int | None = None  # which tracks are held out (None: the seed's); fixed across the seeds of a study
     val_fraction: float = 0.1
+    devtest_fraction: float = 0.0  # tracks held out from validation too, only to report on (--split dev-test)
     patience: int = 8
     fmt: str = "auto"
     margin: float = 0.1
@@ -41,7 +45,9 @@ class TrainConfig:
 
 
 # Settings that define what a run trains: fixed for its life. Resuming takes them from the run.
-DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "weight_decay", "seed", "val_fraction",
+DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "weight_decay", "label_smoothing", "contrast",
+            "seed", "split_seed",
+            "val_fraction", "devtest_fraction",
             "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute")
 # Settings a resumed run may change.
 RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress")

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="training run folder (model.keras + metadata.json)")
     p.add_argument("--data", type=Path, default=None, help="dataset folder, zip or pickle (default: the data the run was trained on)")
     p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS))
-    p.add_argument("--split", default="val", choices=("val", "test"),
-                   help="val: the run's own held-out tracks; test: the dataset's test subset")
+    p.add_argument("--split", default="val", choices=("val", "dev-test", "test"),
+                   help="val: the run's own held-out tracks; dev-test: the tracks it held out to report on "
+                        "(--devtest-fraction); test: the dataset's test subset")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval-SPLIT)")
     p.add_argument("--dump-errors", type=Path, default=None, metavar="DIR",
                    help="write every wrong crop as <image>__<truth>__as__<prediction>.png")

@@ -55,6 +55,32 @@ def build_edge(size: int, channels: int, num_classes: int) -> keras.Model:
     return keras.Model(inp, _head(x, num_classes), name="edge")
 
 
+def _separable(x, filters: int):
+    """Depthwise 3x3 then pointwise 1x1, each with BN and ReLU (both fold into int8 convolutions)."""
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    return _conv_bn_relu(x, filters, 1)
+
+
+def compact(widths: tuple[int, int, int], separable: bool, name: str) -> Callable[[int, int, int], keras.Model]:
+    """The edge layout (three stages of two 3x3 blocks, max-pooling, global average pooling, one dense layer) at
+    other widths; ``separable`` makes every block but the first depthwise-separable (a fraction of the MACs)."""
+
+    def build(size: int, channels: int, num_classes: int) -> keras.Model:
+        inp = keras.Input((size, size, channels), name="image")
+        x = inp
+        for stage, filters in enumerate(widths):
+            for block in range(2):
+                first = stage == 0 and block == 0
+                x = _separable(x, filters) if separable and not first else _conv_bn_relu(x, filters)
+            x = layers.MaxPooling2D()(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dropout(0.3)(x)
+        return keras.Model(inp, _head(x, num_classes), name=name.replace("-", "_"))
+
+    return build
+
+
 def build_notebook_a(size: int, channels: int, num_classes: int) -> keras.Model:
     """Notebook A: six valid 3x3 convs with leaky ReLU, dense 418 -> 256 (60x60 RGB)."""
     inp = keras.Input((size, size, channels), name="image")
@@ -112,6 +138,11 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("lenet", "notebook B: greyscale LeNet 5x5 convs, dense 200/100", 32, 16, "gray", "symmetric", build_lenet),
     Arch("cifar", "notebook C: 2 conv 5x5 + BN, dense 256/128", 32, 8, "rgb", "unit", build_cifar),
     Arch("notebook-d", "notebook D: 4 convs + BN, dense 512", 30, 14, "rgb", "unit", build_notebook_d),
+    Arch("edge-s", "edge at widths 24/48/96: 0.16 M params", 32, 8, "rgb", "standardize", compact((24, 48, 96), False, "edge-s")),
+    Arch("edge-ds", "edge with depthwise-separable blocks, widths 48/96/192: 0.09 M params", 32, 8, "rgb", "standardize",
+         compact((48, 96, 192), True, "edge-ds")),
+    Arch("edge-ds-s", "edge-ds at widths 32/64/128: 0.04 M params", 32, 8, "rgb", "standardize",
+         compact((32, 64, 128), True, "edge-ds-s")),
 )}
 
 
@@ -127,3 +158,48 @@ def build_model(arch: str, size: int, channels: int, num_classes: int) -> keras.
     if size < spec.min_size:
         raise ConfigError(f"--img-size {size} is too small for --arch {arch} (minimum {spec.min_size}, default {spec.default_size})")
     return spec.build(size, channels, num_classes)
+
+
+@keras.saving.register_keras_serializable(package="signkit")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing, on integer labels (Keras's sparse loss has no smoothing)."""
+
+    def __init__(self, num_classes: int, label_smoothing: float, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+
+    def call(self, y_true, y_pred):
+        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        return keras.losses.categorical_crossentropy(one_hot * (1 - self.label_smoothing) + self.label_smoothing / self.num_classes,
+                                                     y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass of one image (convolutions and dense layers; the rest is noise).
+
+    A Raspberry Pi core's int8 throughput is a small fraction of a desktop core's, and the frame
+    pipeline classifies every proposal, so MACs per ROI decide its frame rate more than anything here.
+    """
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense"):
+            continue
+        out = layer.output.shape
+        cin = int(layer.input.shape[-1])
+        if kind == "Dense":
+            total += cin * int(out[-1])
+            continue
+        kh, kw = layer.kernel_size
+        positions = int(out[1]) * int(out[2])
+        if kind == "Conv2D":
+            total += positions * kh * kw * cin * int(out[-1]) // getattr(layer, "groups", 1)
+        elif kind == "DepthwiseConv2D":
+            total += positions * kh * kw * cin * getattr(layer, "depth_multiplier", 1)
+        else:  # SeparableConv2D: depthwise, then 1x1 pointwise
+            mult = getattr(layer, "depth_multiplier", 1)
+            total += positions * (kh * kw * cin * mult + cin * mult * int(out[-1]))
+    return total

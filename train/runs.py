@@ -52,6 +52,7 @@ def load_keras_model(path: Path) -> Any:
     gpu_available(os.environ.get("KERAS_BACKEND", "tensorflow"))  # start the backend without its CUDA noise
     import keras
 
+    import train.models  # noqa: F401 - registers the custom losses a saved model may name
     try:
         return keras.models.load_model(path)
     except (ValueError, OSError, KeyError, TypeError) as err:
@@ -173,13 +174,19 @@ class Run:
         return train_set, val_set
 
     def split(self, name: str, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> Split:
-        """An evaluation split: "val" (the run's own held-out tracks, rebuilt) or "test" (the dataset's test subset)."""
+        """An evaluation split: "val" (the run's own held-out tracks, rebuilt), "dev-test" (tracks held out from
+        validation as well, ``--devtest-fraction``), or "test" (the dataset's test subset)."""
+        p = self.preprocess
+        source = self.data_path if data is None else Path(data)
         if name == "test":
-            p = self.preprocess
-            source = self.data_path if data is None else Path(data)
             return load_dataset(source, fmt, subset="test", size=p.size, margin=p.margin, progress=progress)
+        if name == "dev-test":
+            from train.training import config_from_metadata, devtest_split
+
+            cfg = replace(config_from_metadata(self.meta, source, same_data=data is None and fmt == "auto"), progress=progress)
+            return devtest_split(source, cfg, p.size)
         if name != "val":
-            raise ConfigError(f"unknown split {name!r}; choose val or test")
+            raise ConfigError(f"unknown split {name!r}; choose val, dev-test or test")
         return self.splits(data, fmt, progress=progress)[1]
 
     def calibration_sample(self, n: int, seed: int = 0, data: Path | None = None) -> np.ndarray:

@@ -70,24 +70,49 @@ def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Spl
     return train_set, val_set, info
 
 
+DEVTEST_SALT = 1_000_003  # the dev-test tracks are drawn with another stream than the validation tracks
+
+
+def _partition(full: Split, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Indices of training, validation and dev-test images: whole tracks where known (dev-test drawn first)."""
+    seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    everything = np.arange(len(full))
+    if full.tracks is None:
+        print("warning: this source has no track ids; validating on a random image split, which flatters accuracy "
+              "when images are near-duplicates", file=sys.stderr)
+        rest, dev = (random_split(full.labels, cfg.devtest_fraction, seed + DEVTEST_SALT) if cfg.devtest_fraction > 0
+                     else (everything, everything[:0]))
+        tr, va = random_split(full.labels[rest], cfg.val_fraction / (1 - cfg.devtest_fraction), seed)
+        info: dict[str, Any] = {"kind": "random"}
+    else:
+        rest, dev = (track_split(full.labels, full.tracks, cfg.devtest_fraction, seed + DEVTEST_SALT)
+                     if cfg.devtest_fraction > 0 else (everything, everything[:0]))
+        tr, va = track_split(full.labels[rest], full.tracks[rest], cfg.val_fraction / (1 - cfg.devtest_fraction), seed)
+        info = {"kind": "track", "val_tracks": len(np.unique(full.tracks[rest[va]])),
+                "devtest_tracks": len(np.unique(full.tracks[dev]))}
+    info.update(val_fraction=cfg.val_fraction, devtest_fraction=cfg.devtest_fraction, seed=seed, devtest_images=len(dev))
+    return rest[tr], rest[va], dev, info
+
+
 def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
     fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
     full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
     if FORMATS[fmt].has_val(path):
         val = load_dataset(path, fmt, subset="val", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
         return full, val, {"kind": "source", "subset": "val"}
-    if full.tracks is not None:
-        tr, va = track_split(full.labels, full.tracks, cfg.val_fraction, cfg.seed)
-        info = {"kind": "track", "val_fraction": cfg.val_fraction, "seed": cfg.seed,
-                "val_tracks": len(np.unique(full.tracks[va]))}
-    else:
-        print("warning: this source has no track ids; validating on a random image split, which flatters accuracy "
-              "when images are near-duplicates", file=sys.stderr)
-        tr, va = random_split(full.labels, cfg.val_fraction, cfg.seed)
-        info = {"kind": "random", "val_fraction": cfg.val_fraction, "seed": cfg.seed}
+    tr, va, _, info = _partition(full, cfg)
     if len(va) == 0:
         raise ConfigError(f"{path}: too few images/tracks to hold out a validation set; add data or raise --val-fraction")
     return full.take(tr), full.take(va), info
+
+
+def devtest_split(path: Path, cfg: TrainConfig, size: int) -> Split:
+    """The dev-test images of a run: tracks neither trained on nor used to choose an epoch (touched only to report)."""
+    if cfg.devtest_fraction <= 0:
+        raise ConfigError("this run holds out no dev-test tracks; train with --devtest-fraction 0.1")
+    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
+    full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
+    return full.take(_partition(full, cfg)[2])
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -117,7 +142,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     # What the run records: the resolved size, format and paths, so that resuming it needs no flags.
     cfg = replace(cfg, img_size=size, data=Path(cfg.data).resolve(), fmt=cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data)),
                   background=Path(cfg.background).resolve() if cfg.background else None)
-    spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin)
+    spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin,
+                          contrast=cfg.contrast)
     if cfg.init_from is not None:
         from train.runs import Run
 
@@ -166,7 +192,7 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
             else:
                 model = build_model(cfg.arch, spec.size, spec.channels, train_set.num_classes)
             model.compile(optimizer=keras.optimizers.AdamW(scaled["lr"], weight_decay=cfg.weight_decay),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                          loss=_loss(keras, cfg.label_smoothing, train_set.num_classes), metrics=["accuracy"])
             initial_epoch = 0
             state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
     if initial_epoch >= cfg.epochs:
@@ -243,6 +269,15 @@ def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_s
     base = base or Run.open(cfg.init_from)
     report = extension_report(base.load_model(), model, x_val, val_set.labels, base.num_classes, val_set.class_names)
     return {"from": str(cfg.init_from), "added": str(cfg.add), **report}
+
+
+def _loss(keras: Any, smoothing: float, num_classes: int) -> Any:
+    """Cross-entropy on integer labels; with label smoothing, a registered loss that saves and loads with the model."""
+    if not smoothing:
+        return "sparse_categorical_crossentropy"
+    from train.models import SmoothedSparseCrossentropy
+
+    return SmoothedSparseCrossentropy(num_classes, smoothing)
 
 
 def stopping_starts(epochs: int) -> int:

@@ -1,0 +1,105 @@
+"""The model study's tools: a dev-test split, MACs, degradations, CLAHE, label smoothing and python -m train.sweep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime.preprocess import PreprocessSpec, to_model_input
+from train.__main__ import main as train_main
+
+
+def test_devtest_tracks_are_disjoint_from_training_and_validation(kaggle_dir):
+    from train.config import TrainConfig
+    from train.data import load_dataset
+    from train.training import _partition
+
+    full = load_dataset(kaggle_dir, use_cache=False, progress=False, size=16)
+    cfg = TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25, devtest_fraction=0.25, split_seed=3)
+    tr, va, dev, info = _partition(full, cfg)
+    tracks = [set(full.tracks[i]) for i in (tr, va, dev)]
+    assert all(tracks) and not (tracks[0] & tracks[1]) and not (tracks[0] & tracks[2]) and not (tracks[1] & tracks[2])
+    assert len(tr) + len(va) + len(dev) == len(full) and info["devtest_images"] == len(dev)
+    for seed in (0, 1):  # the training seed does not move the held-out tracks when split_seed is set
+        again = _partition(full, TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25, devtest_fraction=0.25,
+                                             split_seed=3, seed=seed))
+        np.testing.assert_array_equal(again[2], dev)
+        np.testing.assert_array_equal(again[1], va)
+    old = _partition(full, TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25))
+    assert len(old[2]) == 0  # no dev-test asked for: the split is the one runs always had
+
+
+def test_count_macs_of_known_layers():
+    import keras
+
+    from train.models import count_macs
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)  # 8*8*3*3*3*4 = 6912
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 8*8*3*3*4 = 2304
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5)(x)  # 4*5 = 20
+    assert count_macs(keras.Model(inp, out)) == 6912 + 2304 + 20
+
+
+def test_degradations_keep_shape_and_repeat():
+    from train.degrade import DEGRADATIONS
+
+    crops = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    for name, f in DEGRADATIONS.items():
+        a, b = f(crops), f(crops)
+        assert a.shape == crops.shape and a.dtype == np.uint8 and np.array_equal(a, b), name
+        assert not np.array_equal(a, crops), name
+    assert DEGRADATIONS["dark"](crops).mean() < 0.5 * crops.mean()
+
+
+def test_clahe_lifts_a_dark_crop_and_is_part_of_the_shared_preprocessing():
+    rng = np.random.default_rng(1)
+    dark = np.clip(rng.normal(30, 8, (2, 32, 32, 3)), 0, 255).astype(np.uint8)
+    dark[:, 8:24, 8:24] += 25  # a faint sign on a dark background
+    spec = PreprocessSpec(size=32, normalization="unit", contrast="clahe")
+    x = to_model_input(dark, spec)
+    plain = to_model_input(dark, PreprocessSpec(size=32, normalization="unit"))
+    assert x.std() > 1.5 * plain.std()  # contrast stretched
+    np.testing.assert_array_equal(to_model_input(dark[0], spec), x[0])  # one crop or a batch: the same function
+    with pytest.raises(ValueError, match="contrast"):
+        PreprocessSpec(contrast="bogus")
+
+
+@pytest.mark.slow
+def test_label_smoothing_trains_saves_and_loads(kaggle_dir, tmp_path):
+    out = tmp_path / "ls"
+    assert train_main(["--data", str(kaggle_dir), "--epochs", "1", "--img-size", "16", "--batch-size", "16",
+                       "--label-smoothing", "0.1", "--out", str(out), "--quiet"]) == 0
+    assert train_main(["--resume", "--out", str(out), "--epochs", "2", "--quiet"]) == 0  # the saved loss loads back
+    from train.runs import Run
+
+    assert Run.open(out).load_model().loss.label_smoothing == 0.1
+
+
+@pytest.mark.slow
+def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
+    from tests import synth
+    from train import sweep
+
+    kaggle_dir = synth.write_kaggle(tmp_path / "data", tracks_per_class=10, frames=6, seed=4)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"common": ["--img-size", "16", "--batch-size", "16", "--val-fraction", "0.2",
+                                           "--devtest-fraction", "0.2", "--split-seed", "0"],
+                                "candidates": {"edge": [], "edge-ds": ["--arch", "edge-ds", "--contrast", "clahe"]},
+                                "export": ["--calib-samples", "100", "--no-verify"]}))
+    out = tmp_path / "study"
+    assert sweep.main(["--data", str(kaggle_dir), "--plan", str(plan), "--out", str(out), "--seeds", "0", "--epochs", "1"]) == 0
+    rows = {r["candidate"]: r for r in json.loads((out / "sweep.json").read_text())}
+    assert set(rows) == {"edge", "edge-ds"}
+    assert rows["edge-ds"]["macs_m"] < rows["edge"]["macs_m"] and rows["edge-ds"]["int8_kb"] < rows["edge"]["int8_kb"]
+    study = json.loads((out / "edge" / "s0" / "study.json").read_text())
+    assert 0 <= study["int8_acc"] <= 1 and study["devtest_images"] > 0 and "int8_acc_16px" in study
+    assert (out / "sweep.png").is_file() and "| edge |" in (out / "sweep.md").read_text()
+    mtime = (out / "edge" / "s0" / "model.keras").stat().st_mtime
+    assert sweep.main(["--data", str(kaggle_dir), "--plan", str(plan), "--out", str(out), "--seeds", "0", "--epochs", "1"]) == 0
+    assert (out / "edge" / "s0" / "model.keras").stat().st_mtime == mtime  # resumable: nothing done twice
+    capsys.readouterr()
+    assert sweep.main(["--out", str(out), "--table"]) == 0 and "edge-ds" in capsys.readouterr().out

@@ -1,0 +1,260 @@
+"""A study of training configurations: every candidate x seed trained, exported to int8, measured, tabulated.
+
+    python -m train.sweep --data ../shared/data/gtsrb --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0
+    python -m train.sweep --out runs/sweep-proxy --table            # the table and plot of what has finished
+
+The plan is JSON: ``{"common": [flags for every run], "candidates": {"name": [its flags], ...},
+"export": [flags]}`` with ``python -m train`` flags (and ``python -m export.tflite`` flags for the export). Each candidate x seed is trained into OUT/NAME/sSEED (``--seed`` set, the
+held-out tracks fixed by the plan's ``--split-seed``), exported (``python -m export.tflite --int8``),
+and measured (``--measure``): dev-test accuracy of the float model and the int8 build through the
+runtime, per-class recall, accuracy under the degradations real frames bring (``train.degrade``),
+MACs and parameters, int8 size and ms per ROI. Every step is skipped when its output exists and a
+killed training is resumed, so the same command picks a study up where it stopped; ``--jobs N``
+runs N candidates side by side. OUT/sweep.{md,csv,json} and sweep.png (the Pareto view) hold the
+means and spreads over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import timeit
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from runtime.cli import HelpFormatter
+from runtime.errors import ConfigError, cli_errors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_plan(path: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    try:
+        plan = json.loads(Path(path).read_text())
+        common, candidates = list(plan.get("common", [])), {k: list(v) for k, v in plan["candidates"].items()}
+        export = list(plan.get("export", []))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
+        raise ConfigError(f"--plan {path} is not a sweep plan ({err}); write {{\"common\": [...], \"candidates\": "
+                          f"{{\"name\": [flags]}}}}") from None
+    if not candidates:
+        raise ConfigError(f"--plan {path} names no candidates")
+    return common, candidates, export
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"{' '.join(cmd[2:5])} ... failed (exit {proc.returncode}); see {log}")
+
+
+def run_one(data: Path, folder: Path, seed: int, flags: list[str], epochs: int | None,
+            export_flags: Sequence[str] = ()) -> dict[str, Any]:
+    """Train, export and measure one candidate x seed, skipping what is done; return its measurements."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log = folder.parent / f"{folder.name}.log"
+    py = sys.executable
+    if not (folder / "model.keras").is_file():
+        if (folder / "checkpoints" / "state.json").is_file():
+            cmd = [py, "-m", "train", "--resume", "--out", str(folder), "--quiet"] + (["--epochs", str(epochs)] if epochs else [])
+        else:
+            cmd = [py, "-m", "train", "--data", str(data), "--out", str(folder), "--seed", str(seed), "--quiet", *flags]
+            cmd += ["--epochs", str(epochs)] if epochs else []
+        _run(cmd, log)
+    if not (folder / "model_int8.tflite").is_file():
+        _run([py, "-m", "export.tflite", "--int8", "--model", str(folder), *export_flags], log)
+    if not (folder / "study.json").is_file():
+        _run([py, "-m", "train.sweep", "--measure", str(folder)], log)
+    return dict(json.loads((folder / "study.json").read_text()))
+
+
+def ms_per_roi(path: Path, x: np.ndarray, number: int = 300) -> float:
+    """Median of five timeit runs of one ROI through the int8 build, one thread (the stdlib times it)."""
+    from runtime.classifier import Classifier
+
+    clf = Classifier.from_build(path, threads=1)
+    clf.predict_proba(x)
+    return 1000 * float(np.median(timeit.Timer(lambda: clf.predict_proba(x)).repeat(repeat=5, number=number))) / number
+
+
+def measure(folder: Path) -> dict[str, Any]:
+    """Everything the table needs of one finished run, on its dev-test split."""
+    from runtime.classifier import Classifier
+    from runtime.metrics import classification_report
+    from runtime.preprocess import to_model_input
+    from train.degrade import DEGRADATIONS
+    from train.models import count_macs
+    from train.runs import Run
+
+    run = Run.open(folder)
+    dev = run.split("dev-test")
+    spec, model = run.preprocess, run.load_model()
+    int8 = Classifier.from_build(folder / "model_int8.tflite")
+    k = run.num_classes
+
+    def scores(images: np.ndarray) -> tuple[float, float, np.ndarray]:
+        x = to_model_input(images, spec)
+        fp = model.predict(x, batch_size=256, verbose=0).argmax(1)
+        ip = np.concatenate([int8.predict_proba(x[i:i + 256]) for i in range(0, len(x), 256)]).argmax(1)
+        return float((fp == dev.labels).mean()), float((ip == dev.labels).mean()), ip
+
+    float_acc, int8_acc, pred = scores(dev.images)
+    report = classification_report(dev.labels, pred, k)
+    present = np.flatnonzero(report.support > 0)
+    out: dict[str, Any] = {
+        "run": str(folder), "seed": run.meta["config"]["seed"], "arch": run.meta["arch"], "size": spec.size,
+        "devtest_images": len(dev), "float_acc": float_acc, "int8_acc": int8_acc,
+        "worst_class": int(present[np.argmin(report.recall[present])]), "worst_recall": float(report.recall[present].min()),
+        "classes_below_95": int((report.recall[present] < 0.95).sum()),
+        "per_class_recall": {int(c): float(report.recall[c]) for c in present},
+        "val_acc": run.meta.get("val_accuracy"), "best_epoch": run.meta.get("best_epoch"), "epochs_run": run.meta.get("epochs_run"),
+        "training_minutes": round(run.meta.get("training_seconds", 0) / 60, 1),
+        "macs_m": count_macs(model) / 1e6, "params": int(model.count_params()),
+        "int8_kb": (folder / "model_int8.tflite").stat().st_size / 1024,
+        "ms_per_roi": ms_per_roi(folder / "model_int8.tflite", to_model_input(dev.images[:1], spec)),
+    }
+    for name, degrade in DEGRADATIONS.items():
+        out[f"int8_acc_{name}"] = scores(degrade(dev.images))[1]
+    return out
+
+
+KEYS = ("int8_acc", "float_acc", "worst_recall", "classes_below_95", "int8_acc_16px", "int8_acc_20px", "int8_acc_blur5",
+        "int8_acc_dark", "int8_acc_jpeg20", "macs_m", "params", "int8_kb", "ms_per_roi", "training_minutes")
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, runs in results.items():
+        if not runs:
+            continue
+        row: dict[str, Any] = {"candidate": name, "seeds": len(runs)}
+        for k in KEYS:
+            vals = np.array([r[k] for r in runs], float)
+            row[k], row[f"{k}_sd"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["int8_acc"])
+
+
+def write_table(out: Path, rows: list[dict[str, Any]], command: str) -> Path:
+    pct = ("int8_acc", "float_acc", "worst_recall", "int8_acc_16px", "int8_acc_20px", "int8_acc_blur5", "int8_acc_dark",
+           "int8_acc_jpeg20")
+    head = ["candidate", "seeds", "dev-test int8 %", "float %", "worst class %", "classes <95 %", "16 px %", "20 px %",
+            "blur %", "dark %", "JPEG %", "MACs M", "params", "int8 KB", "ms/ROI", "train min"]
+    lines = [f"`{command}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["candidate"], str(r["seeds"])]
+        for k in KEYS:
+            if k in pct:
+                cells.append(f"{100 * r[k]:.2f}" + (f" ± {100 * r[k + '_sd']:.2f}" if r["seeds"] > 1 else ""))
+            elif k == "params":
+                cells.append(f"{r[k] / 1000:.0f} k")
+            else:
+                cells.append(f"{r[k]:.1f}" if k != "ms_per_roi" else f"{r[k]:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Means over seeds (± sample standard deviation); dev-test: tracks held out from training and from the",
+              "choice of epoch, the same for every candidate and seed. ms/ROI: int8 build, one thread, this machine."]
+    write_text_atomic(out / "sweep.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "sweep.json", json.dumps(rows, indent=2))
+    with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out / "sweep.md"
+
+
+def plot(out: Path, rows: list[dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from train.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sc = ax.scatter([r["macs_m"] for r in rows], [100 * r["int8_acc"] for r in rows], s=[max(r["int8_kb"], 10) for r in rows],
+                    c=[r["ms_per_roi"] for r in rows], cmap="viridis", alpha=0.75, edgecolors="k")
+    for r in rows:
+        ax.errorbar(r["macs_m"], 100 * r["int8_acc"], yerr=100 * r["int8_acc_sd"], fmt="none", ecolor="grey", lw=0.8)
+        ax.annotate(r["candidate"], (r["macs_m"], 100 * r["int8_acc"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    fig.colorbar(sc, ax=ax, label="int8 ms per ROI (1 thread)")
+    ax.set_xlabel("MACs per ROI (millions)")
+    ax.set_ylabel("dev-test accuracy of the int8 build, %")
+    ax.set_title("candidates: accuracy vs MACs (marker area = int8 KB)")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out / "sweep.png")
+
+
+def collect(out: Path) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for f in sorted(out.glob("*/s*/study.json")):
+        results.setdefault(f.parent.parent.name, []).append(json.loads(f.read_text()))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.sweep", formatter_class=HelpFormatter,
+        description="Train, export and measure a grid of candidates x seeds (resumable), and tabulate them.",
+        epilog="examples:\n  python -m train.sweep --data ../shared/data/gtsrb --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0\n"
+               "  python -m train.sweep --out runs/sweep-proxy --table",
+    )
+    p.add_argument("--data", type=Path, default=None, help="the dataset every candidate trains on")
+    p.add_argument("--plan", type=Path, default=None, help="JSON: common flags and each candidate's flags")
+    p.add_argument("--out", type=Path, default=None, help="the study's folder")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every run (short proxy runs; default: the plan's)")
+    p.add_argument("--jobs", type=int, default=1, help="candidates trained side by side")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these candidates of the plan")
+    p.add_argument("--table", action="store_true", help="only tabulate the finished runs of --out")
+    p.add_argument("--measure", type=Path, default=None, metavar="RUN", help="(internal) measure one finished run")
+    return p
+
+
+@cli_errors("python -m train.sweep")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.measure:
+        write_text_atomic(args.measure / "study.json", json.dumps(measure(args.measure), indent=2))
+        return 0
+    if args.out is None:
+        parser.error("--out is needed")
+    out = ensure_writable_dir(args.out, "--out")
+    if not args.table:
+        if args.data is None or args.plan is None:
+            parser.error("give --data and --plan (or --table to tabulate what has finished)")
+        common, candidates, export_flags = read_plan(args.plan)
+        names = args.only or list(candidates)
+        unknown = [n for n in names if n not in candidates]
+        if unknown:
+            parser.error(f"--only {unknown[0]} is not a candidate of {args.plan}")
+        jobs = [(n, s) for n in names for s in args.seeds]
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            futures = {pool.submit(run_one, args.data, out / n / f"s{s}", s, [*common, *candidates[n]], args.epochs,
+                                   export_flags): (n, s) for n, s in jobs}
+            for fut, (n, s) in futures.items():
+                r = fut.result()
+                print(f"{n} seed {s}: dev-test int8 {100 * r['int8_acc']:.2f} % (float {100 * r['float_acc']:.2f} %), "
+                      f"{r['macs_m']:.1f} M MACs, {r['int8_kb']:.0f} KB, {r['ms_per_roi']:.3f} ms/ROI", flush=True)
+    rows = summarise(collect(out))
+    if not rows:
+        raise ConfigError(f"{out} holds no finished runs yet")
+    command = "python -m train.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    table = write_table(out, rows, command)
+    plot(out, rows)
+    print(table.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
