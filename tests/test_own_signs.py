@@ -150,3 +150,34 @@ def test_multiworker_without_tf_config_is_one_line(kaggle_dir, tmp_path, capsys,
                        "--out", str(tmp_path / "r"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "needs TF_CONFIG" in err and "Traceback" not in err
+
+
+def test_to_folders_carves_classes_out_with_their_boxes_and_tracks(tmp_path):
+    from train.data import to_folders
+
+    src = synth.write_kaggle(tmp_path / "kaggle", tracks_per_class=6, frames=4, seed=2)
+    assert to_folders.main(["--data", str(src), "--out", str(tmp_path / "rest"), "--exclude", "1", "--link"]) == 0
+    rest = load_dataset(tmp_path / "rest", use_cache=False, progress=False, size=16)
+    whole = load_dataset(src, use_cache=False, progress=False, size=16)
+    assert rest.class_names == ("class 0", "class 2", "class 3") and len(rest) == (whole.labels != 1).sum()
+    k = whole.labels != 1
+    np.testing.assert_array_equal(np.sort(rest.images.reshape(len(rest), -1), axis=0),
+                                  np.sort(whole.images[k].reshape(int(k.sum()), -1), axis=0))  # same crops: boxes kept
+    assert (tmp_path / "rest" / "class 0").is_dir() and all(p.is_symlink() for p in (tmp_path / "rest").rglob("*.png"))
+    assert to_folders.main(["--data", str(src), "--out", str(tmp_path / "few"), "--classes", "1", "--photos-per-class", "3"]) == 0
+    few = load_dataset(tmp_path / "few", use_cache=False, progress=False, size=16)
+    held = load_dataset(tmp_path / "few", subset="val", use_cache=False, progress=False, size=16)
+    assert len(few) == 3 and len(set(few.tracks)) == 3 and not set(few.tracks) & set(held.tracks)
+    ones = whole.tracks[whole.labels == 1]
+    others = {t for t in ones if t.split("_")[-1] not in {f.split("t")[-1] for f in few.tracks}}
+    assert len(held) == sum(t in others for t in ones)  # every image of the tracks not picked
+
+
+def test_to_folders_refuses_too_few_tracks_and_unknown_ids(tmp_path, capsys):
+    from train.data import to_folders
+
+    src = synth.write_kaggle(tmp_path / "kaggle", tracks_per_class=3, frames=2, seed=2)
+    assert to_folders.main(["--data", str(src), "--out", str(tmp_path / "x"), "--classes", "1", "--photos-per-class", "3"]) == 1
+    assert "leaves none to score on" in capsys.readouterr().err
+    assert to_folders.main(["--data", str(src), "--out", str(tmp_path / "y"), "--classes", "9"]) == 1
+    assert "class id 9" in capsys.readouterr().err
