@@ -25,7 +25,7 @@ if [ ! -e "$DATA" ]; then
 fi
 RUN=${RUN_DIR:-runs/quickstart}
 if [ -n "${GTSDB_DIR:-}" ]; then
-  # about 9,000 "not a sign" crops either way: 30 a frame of 300 frames, or 150 a frame of 30
+  # "not a sign" crops: 30 a frame of a fitting set like gtsdb-train (300 frames), 150 a frame of 30 even frames
   if [ -n "${GTSDB_TRAIN_DIR:-}" ]; then FIT=("$GTSDB_TRAIN_DIR" --subset all); PER=30; else FIT=("$GTSDB_DIR" --subset even); PER=150; fi
   mkdir -p "$RUN"
   $PYBIN -m train.proposals --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
