@@ -25,7 +25,6 @@ import csv
 import json
 import sys
 import tempfile
-import timeit
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,10 +38,10 @@ from export.cli import common_parser, parse_common
 from export.inputs import Calibration, load_inputs
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.builds import read_metadata, spec_for
-from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from train.runs import Run
+from train.sweep import ms_per_roi
 
 
 @dataclass(frozen=True)
@@ -152,14 +151,6 @@ def resolve_nodes(given: Sequence[str], errors: list[LayerError], ranking: Path)
     return out
 
 
-def ms_per_call(path: Path, x: np.ndarray, number: int = 200) -> float:
-    """Median-of-five ms per predict_proba call (the stdlib's timeit does the timing)."""
-    clf = Classifier.from_build(path, threads=1)
-    clf.predict_proba(x)
-    runs = timeit.Timer(lambda: clf.predict_proba(x)).repeat(repeat=5, number=number)
-    return 1000 * float(np.median(runs)) / number
-
-
 def keep_float(run: Run, build: Path, nodes: tuple[str, ...], out: Path, calibration: Calibration,
                options: ExportOptions, verify_samples: int | None = None) -> dict[str, Any]:
     """Re-export ``build`` with ``nodes`` in float through the export gate; compare it with ``build``."""
@@ -171,12 +162,12 @@ def keep_float(run: Run, build: Path, nodes: tuple[str, ...], out: Path, calibra
     result: dict[str, Any] = {"kept_float": list(nodes), "written": str(new.path) if new.path else None,
                               "passed_gate": new.passed, "before": {"size_kb": build.stat().st_size / 1024,
                                                                     "accuracy": old.get("accuracy"), "agreement": old.get("agreement"),
-                                                                    "ms_per_roi": ms_per_call(build, x)},
+                                                                    "ms_per_roi": ms_per_roi(build, x)},
                               "after": {"size_kb": new.size_kb}}
     if new.verification is not None:
         result["after"].update(accuracy=new.verification.accuracy, agreement=new.verification.agreement)
     if new.path is not None:
-        result["after"]["ms_per_roi"] = ms_per_call(new.path, x)
+        result["after"]["ms_per_roi"] = ms_per_roi(new.path, x)
     return result
 
 
