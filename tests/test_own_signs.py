@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,11 +14,13 @@ import numpy as np
 import pytest
 
 from runtime.errors import DatasetFormatError
+from runtime.preprocess import to_model_input
 from tests import synth
 from tests.fixtures import LOOSE_GATE, REPO
 from train.__main__ import main as train_main
 from train.data import detect_format, load_dataset
 from train.data.formats import FORMATS
+from train.runs import Run
 
 NEW = {"Grünes Quadrat": 4, "purple cross": 5}  # unicode, spaces
 
@@ -98,8 +101,37 @@ def test_extend_adds_classes_and_reports_old_and_new(extended, trained_run):
     ext = meta["extension"]
     assert ext["from"] == str(trained_run.resolve()) and ext["old_classes"]["images"] == base["dataset"]["val_images"]
     assert ext["old_classes"]["accuracy_after"] >= ext["old_classes"]["accuracy_before"] - 0.1  # not forgotten
+    run = Run.open(trained_run)  # "before" is the base model as it was saved, not one whose layers trained on since
+    val = run.split("val")
+    before = run.load_model().predict(to_model_input(val.images, run.preprocess), verbose=0).argmax(1)
+    assert ext["old_classes"]["accuracy_before"] == pytest.approx(float((before == val.labels).mean()))
     assert set(ext["new_classes"]) == set(NEW) and all(r["held_out"] == 4 and r["recall"] >= 0.5 for r in ext["new_classes"].values())
     assert meta["config"]["min_per_class"] == 200 and meta["config"]["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_extension_before_is_the_saved_base_model_not_the_trained_trunk(trained_run, tmp_path):
+    """The grown model shares every layer but the head with the base model object: once it has trained, that
+    object is no longer the model "before". The report must score the base as saved."""
+    import keras
+
+    from train.config import TrainConfig
+    from train.extend import grow_model
+    from train.training import _extension
+
+    base = Run.open(trained_run)
+    val = base.split("val")
+    x = to_model_input(val.images, base.preprocess)
+    saved_acc = float((base.load_model().predict(x, verbose=0).argmax(1) == val.labels).mean())
+    grown = grow_model(keras, base.load_model(), base.num_classes + 1)
+    for layer in grown.layers:  # what training the grown model does to the shared layers, made blatant
+        if layer.name != "logits" and layer.get_weights():
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    assert float((base.load_model().predict(x, verbose=0).argmax(1) == val.labels).mean()) != saved_acc  # shared
+    cfg = TrainConfig(data=base.data_path, out=tmp_path, init_from=trained_run, add=tmp_path)
+    names = (*base.class_names, "new")
+    report = _extension(cfg, base, grown, x, dataclasses.replace(val, class_names=names))
+    assert report is not None and report["old_classes"]["accuracy_before"] == pytest.approx(saved_acc)
 
 
 @pytest.mark.slow
@@ -107,7 +139,6 @@ def test_an_extended_run_is_an_ordinary_run(extended):
     from export import tflite as export_tflite
     from runtime.builds import BUILDS, build_file
     from runtime.classifier import Classifier
-    from train.runs import Run
 
     assert export_tflite.main(["--int8", "--model", str(extended), "--calib-samples", "150", *LOOSE_GATE]) == 0
     clf = Classifier.from_build(build_file(extended, BUILDS["tflite-int8"]))
@@ -139,7 +170,6 @@ def test_mirrored_training_on_two_logical_devices_is_an_ordinary_run(kaggle_dir,
     assert meta["distribution"] == {"strategy": "mirrored", "replicas": 2, "global_batch": 16, "lr": pytest.approx(2 * 2e-3)}
     single = json.loads((trained_run / "metadata.json").read_text())
     assert set(meta) == set(single) and meta["preprocess"] == {**single["preprocess"]}
-    from train.runs import Run
 
     assert Run.open(out).load_model().output_shape == (None, 4)
 

@@ -264,10 +264,12 @@ def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_s
     if cfg.init_from is None:
         return None
     from train.extend import extension_report
-    from train.runs import Run
+    from train.runs import Run, load_keras_model
 
     base = base or Run.open(cfg.init_from)
-    report = extension_report(base.load_model(), model, x_val, val_set.labels, base.num_classes, val_set.class_names)
+    # A fresh copy from disk: the grown model shares its layers with base.load_model(), trained since.
+    before = load_keras_model(base.model_file)
+    report = extension_report(before, model, x_val, val_set.labels, base.num_classes, val_set.class_names)
     return {"from": str(cfg.init_from), "added": str(cfg.add), **report}
 
 
