@@ -113,3 +113,15 @@ def test_a_badly_calibrated_int8_build_fails_with_the_class_table(exported: Path
     text = parity.table()
     assert "float  build  drop pp     n" in text and "FAIL: class" in text
     assert any(r.drop_pp > 25 for r in parity.rows)
+
+
+def test_a_class_may_lose_one_image_but_not_two() -> None:
+    """A class of 30: one flipped image (3.3 pp) is a near-tie, two (6.7 pp) fail against the 3 pp floor."""
+    labels = np.array([0] * 30 + [1] * 400)
+    floors = dataclasses.replace(Floors(), critical_classes=())
+    for lost, passed in ((1, True), (2, False)):
+        build = labels.copy()
+        build[:lost] = 1
+        parity = check_parity("int8", labels, build, labels, ["small", "big"], floors)
+        assert parity.passed is passed, parity.table()
+    assert "class 0 small lost 6.7 pp of recall > 3.3 pp" in parity.table()
