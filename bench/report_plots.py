@@ -22,10 +22,17 @@ def pareto(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Accuracy against median ms per ROI (1 thread), marker area by size; the front joins the builds nothing beats."""
     pts = [r for r in rows if r.get("accuracy") is not None and r.get("p50_ms_t1") is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for r in pts:
-        ax.scatter(r["p50_ms_t1"], 100 * r["accuracy"], s=max(r["size_kb"], 20) / 3, alpha=0.6,
+    xs, ys = [r["p50_ms_t1"] for r in pts], [100 * r["accuracy"] for r in pts]
+    # a label is ~15 % of the x range wide: builds closer than that get their labels stacked, not overprinted
+    dx, dy = 0.15 * (max(xs, default=1) - min(xs, default=0) or 1), 0.08 * (max(ys, default=1) - min(ys, default=0) or 1)
+    placed: list[tuple[float, float, int]] = []
+    for r, x, y in sorted(zip(pts, xs, ys), key=lambda t: (t[1], -t[2])):
+        ax.scatter(x, y, s=max(r["size_kb"], 20) / 3, alpha=0.6,
                    color=COLOURS.get(r["build"], "grey"), edgecolor="k", label=f"{r['build']} ({r['size_kb']:.0f} KB)")
-        ax.annotate(r["build"], (r["p50_ms_t1"], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        taken = {k for px, py, k in placed if abs(x - px) < dx and abs(y - py) < dy}
+        level = min(set(range(len(placed) + 1)) - taken)
+        ax.annotate(r["build"], (x, y), textcoords="offset points", xytext=(6, 6 + 10 * level), fontsize=8)
+        placed.append((x, y, level))
     front: list[dict[str, Any]] = []
     for r in sorted(pts, key=lambda r: (r["p50_ms_t1"], -r["accuracy"])):
         if not front or r["accuracy"] > front[-1]["accuracy"]:

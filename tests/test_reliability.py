@@ -323,3 +323,23 @@ def test_export_all_help_lists_the_registry(capsys):
     out = capsys.readouterr().out
     for spec in BUILDS.values():
         assert spec.name in out and spec.description in out
+
+
+@pytest.mark.slow
+def test_the_run_data_remounted_is_not_called_other_data_but_a_copy_elsewhere_is(trained_run, kaggle_webp_dir, capsys):
+    """A remount or copy changes every file time (and so the fingerprint); same folder, same split: no warning."""
+    import os
+
+    from train.runs import Run
+
+    run = Run.open(trained_run)
+    csv = run.data_path / "Train.csv"
+    st = csv.stat()
+    try:
+        os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        run.splits()
+        assert "is not the data" not in capsys.readouterr().err
+    finally:
+        os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))
+    run.splits(kaggle_webp_dir)
+    assert f"warning: {kaggle_webp_dir} is not the data" in capsys.readouterr().err

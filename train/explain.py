@@ -80,7 +80,7 @@ def explain(model: Any, x: np.ndarray, true: np.ndarray | None) -> Explained:
         logits_layer = model.get_layer("logits")
     except ValueError:
         raise ConfigError(f"{model.name} has no 'logits' layer; Grad-CAM needs the pre-softmax scores") from None
-    probe = keras.Model(model.inputs, [*(layer.output for layer in layers), logits_layer.output, model.output])
+    probe = keras.Model(model.inputs[0], [*(layer.output for layer in layers), logits_layer.output, model.output])
     size = x.shape[1]
     with tf.GradientTape(persistent=True) as tape:
         outs = probe(tf.convert_to_tensor(x), training=False)
@@ -106,7 +106,7 @@ def dead_filters(model: Any, x: np.ndarray, batch: int = 128) -> list[dict[str, 
     import keras
 
     layers = feature_layers(model)
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    probe = keras.Model(model.inputs[0], [layer.output for layer in layers])
     peak = [np.zeros(int(layer.output.shape[-1])) for layer in layers]
     active = [np.zeros(int(layer.output.shape[-1])) for layer in layers]
     positions = [0] * len(layers)

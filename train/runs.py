@@ -168,10 +168,20 @@ class Run:
         if train_set.num_classes != self.num_classes:
             raise ConfigError(f"{source} has {train_set.num_classes} classes but the model {self.path} has "
                               f"{self.num_classes}; pass the dataset it was trained on")
-        if train_set.fingerprint != self.meta["dataset"].get("fingerprint"):
+        if not self._same_data(source, train_set, val_set):
             print(f"warning: {source} is not the data {self.path} was trained on; its 'val' split may overlap training",
                   file=sys.stderr)
         return train_set, val_set
+
+    def _same_data(self, source: Path, train_set: Split, val_set: Split) -> bool:
+        """The recorded fingerprint, or (its files' times changed: a copy, a remount) the same folder split into the
+        same numbers of images and validation tracks, which the seeded track split then reproduces."""
+        rec = self.meta["dataset"]
+        if train_set.fingerprint == rec.get("fingerprint"):
+            return True
+        tracks = len(np.unique(val_set.tracks)) if val_set.tracks is not None else None
+        return (source.resolve() == Path(rec["path"]).resolve() and len(train_set) == rec.get("train_images")
+                and len(val_set) == rec.get("val_images") and tracks == (rec.get("split") or {}).get("val_tracks"))
 
     def split(self, name: str, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> Split:
         """An evaluation split: "val" (the run's own held-out tracks, rebuilt), "dev-test" (tracks held out from
