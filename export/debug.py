@@ -25,6 +25,7 @@ import csv
 import json
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,10 +59,12 @@ def tflite_layer_errors(run: Run, calib: np.ndarray) -> list[LayerError]:
 
     with tempfile.TemporaryDirectory(prefix="signkit-debug-") as tmp:
         saved = convert.saved_model(run.load_model(), Path(tmp) / "sm")
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=convert.tflite_converter(saved, "int8", calib, allow_float_ops=True),
-            debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))))
-        debugger.run()
+        with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter itself, which warns it is deprecated
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=convert.tflite_converter(saved, "int8", calib, allow_float_ops=True),
+                debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))))
+            debugger.run()
         dump = Path(tmp) / "layers.csv"
         with open(dump, "w") as f:
             debugger.layer_statistics_dump(f)
@@ -108,6 +111,14 @@ def onnx_layer_errors(run: Run, calib: np.ndarray) -> list[LayerError]:
     return sorted(out, key=lambda e: -e.error)
 
 
+def short_name(node: str) -> str:
+    """A fused TFLite node's layer, for a plot label: "m/re_lu_1/Relu;m/conv2d_1/convolution;..." -> "conv2d_1"
+    (the name the converter traced, which may carry a suffix the Keras layer has not)."""
+    layers = [seg.split("/")[1] for seg in node.split(";") if seg.count("/") >= 2]
+    main = [name for name in layers if name.startswith(("conv", "depthwise", "dense", "logits"))]
+    return (main or layers or [node[-38:]])[0]
+
+
 def write_ranking(errors: list[LayerError], out: Path, backend: str) -> dict[str, Path]:
     keys = sorted({k for e in errors for k in e.details})
     with atomic_path(out / "layers.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -130,7 +141,7 @@ def write_ranking(errors: list[LayerError], out: Path, backend: str) -> dict[str
     top = errors[:20][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(top) + 1.4))
     values = [e.details["rmse_over_scale"] if backend == "tflite" else e.details["sqnr_db"] for e in top]
-    ax.barh([f"{e.op} {e.name[-38:]}" for e in top], values, color="tab:red" if backend == "tflite" else "tab:orange")
+    ax.barh([f"{e.op} {short_name(e.name)}" for e in top], values, color="tab:red" if backend == "tflite" else "tab:orange")
     ax.set_xlabel(measure)
     ax.set_title("layers ranked by int8 error (worst at the top)" if backend == "tflite" else "tensors ranked by SQNR (worst at the top)")
     ax.tick_params(axis="y", labelsize=7)

@@ -184,3 +184,12 @@ def test_export_debug_ranks_layers_and_keeps_the_worst_in_float(exported, tmp_pa
     assert result["kept_float"] == [rows[0]["node"]] and result["passed_gate"]
     assert result["after"]["ms_per_roi"] > 0 and result["before"]["size_kb"] > 0
     assert json.loads((out / f"{build.name}.json").read_text())["kept_float"] == [rows[0]["node"]]
+
+
+def test_a_fused_tflite_node_is_labelled_by_its_layer():
+    from export.debug import short_name
+
+    fused = "m/re_lu_1/Relu;m/batch_normalization_1/batchnorm/add_1;m/conv2d_1/convolution;m/batch_normalization_1/batchnorm/sub1"
+    assert short_name(fused) == "conv2d_1"
+    assert short_name("m/logits_1/MatMul;m/logits_1/BiasAdd") == "logits_1"
+    assert short_name("StatefulPartitionedCall_1:0") == "StatefulPartitionedCall_1:0"
