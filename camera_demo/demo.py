@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,15 +188,31 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
             lost = err
             return None
 
+    # Frames read ahead of the one being processed; a full-proposal frame among them starts its proposals
+    # at once, on ProposalsAhead's thread. One frame ahead for a camera or stream (no frame is held back
+    # from the screen); a file or folder is read up to the next full-proposal frame, so with --detect-every K
+    # that frame's proposals run while the K-1 frames before it are followed.
+    depth = options.detect_every if ahead is not None and not source.live else 1
+    waiting: deque[tuple[int, Frame]] = deque()
+    pulled = 0
+
+    def fill() -> None:
+        nonlocal pulled
+        while len(waiting) < depth:
+            nxt = pull()
+            if nxt is None:
+                return
+            if ahead is not None and proposing(pulled):
+                ahead.submit(pulled, nxt.image)
+            waiting.append((pulled, nxt))
+            pulled += 1
+
     try:
-        upcoming = pull()
-        n = -1
-        while upcoming is not None:
-            frame, n = upcoming, n + 1
-            upcoming = pull()  # one frame ahead: its proposals start before this frame is classified
+        fill()
+        while waiting:
+            n, frame = waiting.popleft()
+            fill()
             got = time.perf_counter()
-            if ahead is not None and upcoming is not None and proposing(n + 1):
-                ahead.submit(n + 1, upcoming.image)
             if expected is not None and frame.index > expected:
                 summary.dropped += frame.index - expected  # gaps in the source's own frame numbers
             expected = frame.index + 1
