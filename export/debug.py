@@ -223,9 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_text_atomic(out / "keep_float.json", json.dumps(r, indent=2))
         b, a = r["before"], r["after"]
         print(f"kept in float: {', '.join(nodes)}")
-        print(f"before: {b['size_kb']:.1f} KB, accuracy {b['accuracy']}, agreement {b['agreement']} %, {b['ms_per_roi']:.3f} ms/ROI")
-        print(f"after:  {a['size_kb']:.1f} KB, accuracy {a.get('accuracy')}, agreement {a.get('agreement')} %, "
-              f"{a.get('ms_per_roi', float('nan')):.3f} ms/ROI -> {r['written'] or 'not written (failed the gate)'}")
+        for when, m in (("before:", b), ("after: ", a)):
+            acc, agree = m.get("accuracy"), m.get("agreement")
+            print(f"{when} {m['size_kb']:.1f} KB, accuracy {'-' if acc is None else f'{100 * acc:.2f} %'}, "
+                  f"agreement {'-' if agree is None else f'{agree:.2f} %'}, {m.get('ms_per_roi', float('nan')):.3f} ms/ROI"
+                  + (f" -> {r['written'] or 'not written (failed the gate)'}" if m is a else ""))
     print(f"ranking: {files['md']} ({files['csv'].name}, {files['png'].name})")
     return 0
 
