@@ -107,6 +107,9 @@ def test_extend_adds_classes_and_reports_old_and_new(extended, trained_run):
     assert ext["old_classes"]["accuracy_before"] == pytest.approx(float((before == val.labels).mean()))
     assert set(ext["new_classes"]) == set(NEW) and all(r["held_out"] == 4 and r["recall"] >= 0.5 for r in ext["new_classes"].values())
     assert meta["config"]["min_per_class"] == 200 and meta["config"]["epochs"] == 3
+    summary = (extended / "extension.md").read_text()  # the same figures, for people
+    assert f"{100 * ext['old_classes']['accuracy_before']:.2f} % before" in summary
+    assert all(f"new class {name}: recall" in summary for name in NEW)
 
 
 @pytest.mark.slow

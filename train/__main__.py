@@ -186,14 +186,10 @@ def extension_config(args: argparse.Namespace, given: set[str], out: Path) -> Tr
 def print_result(result: TrainResult) -> None:
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")
-    ext = result.extension
-    if ext:
-        old = ext["old_classes"]
-        print(f"old classes: accuracy {old['accuracy_before']:.4f} before, {old['accuracy_after']:.4f} after, on "
-              f"{old['images']} validation images")
-        for name, r in ext["new_classes"].items():
-            recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
-            print(f"new class {name}: recall {recall} on {r['held_out']} held-out photos")
+    if result.extension:
+        from train.extend import extension_lines
+
+        print("\n".join(extension_lines(result.extension)))
 
 
 if __name__ == "__main__":

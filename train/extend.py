@@ -94,3 +94,19 @@ def extension_report(old_model: Any, new_model: Any, x_val: np.ndarray, y_val: n
         report["new_classes"][class_names[c]] = {"held_out": int(sel.sum()),
                                                  "recall": float((after[sel] == c).mean()) if sel.any() else None}
     return report
+
+
+def extension_lines(ext: dict[str, Any]) -> list[str]:
+    """The extension's figures as lines: the old classes before and after, each new class's recall."""
+    old = ext["old_classes"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f} %"
+
+    lines = [(f"old classes: accuracy {pct(old['accuracy_before'])} before, {pct(old['accuracy_after'])} after, "
+              f"on {old['images']} validation images")]
+    for name, r in ext["new_classes"].items():
+        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+        lines.append(f"new class {name}: recall {recall} on {r['held_out']} held-out photos")
+    return lines
+

@@ -252,6 +252,11 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
     }
     write_text_atomic(out / "metadata.json", json.dumps(metadata, indent=2))
     write_text_atomic(out / "history.json", json.dumps(state["history"], indent=2))
+    if metadata["extension"]:
+        from train.extend import extension_lines
+
+        write_text_atomic(out / "extension.md", f"# {out.name}: extended from {cfg.init_from}\n\n"
+                          + "".join(f"- {line}\n" for line in extension_lines(metadata["extension"])))
     from train.plots import plot_history
 
     plot_history(state["history"], out / "training_curves.png")
