@@ -89,7 +89,7 @@ class FramePipeline:
         props = tuple(propose(frame_bgr, self.proposals, self.ranker))
         return props, 1000.0 * (time.perf_counter() - t0)
 
-    def propose_in(self, frame_bgr: np.ndarray, regions: Sequence[Sequence[float]], per_region: int = 4) -> tuple[Proposal, ...]:
+    def propose_in(self, frame_bgr: np.ndarray, regions: Sequence[Sequence[float]], per_region: int = 8) -> tuple[Proposal, ...]:
         """The proposal stage inside each region only (a window around a sign followed from earlier frames):
         its best ``per_region`` proposals each, in frame coordinates. A few small windows cost a fraction of a frame."""
         h, w = frame_bgr.shape[:2]
