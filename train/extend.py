@@ -109,4 +109,3 @@ def extension_lines(ext: dict[str, Any]) -> list[str]:
         recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
         lines.append(f"new class {name}: recall {recall} on {r['held_out']} held-out photos")
     return lines
-
