@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,20 @@ def to_tflite(model: Any, precision: str, calib: np.ndarray | None = None, io_dt
             return tflite_converter(saved, precision, calib, io_dtype).convert()
         if precision != "int8" or calib is None:
             raise ValueError("only an int8 build can keep layers in float")
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=tflite_converter(saved, precision, calib, io_dtype, allow_float_ops=True),
-            debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float)))
+        debugger = quantization_debugger(tflite_converter(saved, precision, calib, io_dtype, allow_float_ops=True), calib,
+                                         tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float)))
         return debugger.get_nondebug_quantized_model()
+
+
+def quantization_debugger(converter: Any, calib: np.ndarray, options: Any = None) -> Any:
+    """TFLite's QuantizationDebugger over ``calib``, one image a step. It runs ``tf.lite.Interpreter`` itself,
+    whose deprecation warning is TensorFlow's business, not the user's: silenced here."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))), debug_options=options)
 
 
 def to_onnx(model: Any, size: int, channels: int) -> Any:

@@ -25,7 +25,6 @@ import csv
 import json
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,16 +54,11 @@ class LayerError:
 
 def tflite_layer_errors(run: Run, calib: np.ndarray) -> list[LayerError]:
     """TFLite's QuantizationDebugger over the run's model: per-layer error of the int8 activations."""
-    import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="signkit-debug-") as tmp:
         saved = convert.saved_model(run.load_model(), Path(tmp) / "sm")
-        with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter itself, which warns it is deprecated
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=convert.tflite_converter(saved, "int8", calib, allow_float_ops=True),
-                debug_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))))
-            debugger.run()
+        debugger = convert.quantization_debugger(convert.tflite_converter(saved, "int8", calib, allow_float_ops=True), calib)
+        debugger.run()
         dump = Path(tmp) / "layers.csv"
         with open(dump, "w") as f:
             debugger.layer_statistics_dump(f)
