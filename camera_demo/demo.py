@@ -222,7 +222,7 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
             elif proposed:
                 result = pipeline.run(frame.image, proposed=ahead.take(n) if ahead is not None else None)
             else:  # between full proposal frames: propose only around the signs being followed
-                result = pipeline.run(frame.image, regions=tracker.search_regions(frame.index))
+                result = pipeline.run(frame.image, windows=tracker.search_windows(frame.index))
             tracked = tracker.update(result.detections, frame.index, names)
             t_out = time.perf_counter()
             if sinks.jsonl:

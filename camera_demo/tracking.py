@@ -4,7 +4,8 @@ Detections are matched by IoU to where each track's sign should be by now (its l
 its velocity), greedily, surest first. A track reports the class that won the vote over its last
 N detections (a tie keeps the label it had), so one misread frame in five does not flicker the
 label. Between two full proposal frames the pipeline proposes only in a window around each
-track's predicted box (``search_regions``), which follows a sign as it grows and drifts.
+track's predicted box (``search_windows``), with the cues of the sign's colour: that follows a sign
+as it grows and drifts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.classifier import Detection
+from runtime.pipeline import GIVEN, Window
 from runtime.roi import Box, iou_matrix
 
 MATCH_IOU = 0.3
@@ -30,6 +32,7 @@ class Track:
     class_id: int
     velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box change per frame
     hits: int = 1
+    colour: str | None = None  # the colour of the cue that found it last (None: a given box)
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,9 @@ class Tracker:
                 cand = [j for j in free if ious[i, j] >= self.match_iou]
                 best = max(cand, key=lambda j: ious[i, j]) if cand else -1
             cls = det.prediction.class_id
+            colour = det.proposal.colour if det.proposal is not None and det.proposal.cue != GIVEN else None
             if best < 0:
-                track = Track(self._next_id, det.box, frame, deque([cls], maxlen=self.window), cls)
+                track = Track(self._next_id, det.box, frame, deque([cls], maxlen=self.window), cls, colour=colour)
                 self._next_id += 1
                 self.tracks.append(track)
                 new = True
@@ -73,7 +77,7 @@ class Tracker:
                 track = self.tracks[best]
                 gap = max(1, frame - track.last_frame)
                 track.velocity = tuple((b - a) / gap for a, b in zip(track.box, det.box))  # type: ignore[assignment]
-                track.box, track.last_frame = det.box, frame
+                track.box, track.last_frame, track.colour = det.box, frame, colour
                 track.votes.append(cls)
                 track.hits += 1
                 track.class_id = self._vote(track)
@@ -110,9 +114,11 @@ class Tracker:
             boxes.append((int(np.floor(x1 - w)), int(np.floor(y1 - h)), int(np.ceil(x2 + w)), int(np.ceil(y2 + h))))
         return boxes
 
-    def search_regions(self, frame: int, grow: float = 1.6) -> list[Box]:
+    def search_windows(self, frame: int, grow: float = 1.6, same_colour: bool = True) -> list[Window]:
         """Windows to propose in for ``frame``: each track's predicted box grown by ``grow`` of its side on every side
-        (room for a sign that moved or grew more than its velocity said). 1.6 was chosen on a gtsdb-train drive
-        video with --detect-every 3: F1 0.717 at 0.8, 0.733 at 1.2, 0.737 at 1.6, 0.740 at 2.0 (0.747 proposing
-        every frame), at 8 proposals a window."""
-        return self.predicted_boxes(frame, grow)
+        (room for a sign that moved or grew more than its velocity said), searched with the cues of the colour that
+        found the sign (``same_colour``; else every cue). 1.6 was chosen on a gtsdb-train drive video with
+        --detect-every 3: F1 0.717 at 0.8, 0.733 at 1.2, 0.737 at 1.6, 0.740 at 2.0 (0.747 proposing every frame),
+        at 8 proposals a window and every cue."""
+        colours = [t.colour if same_colour else None for t in self.tracks]
+        return [Window(box, colour) for box, colour in zip(self.predicted_boxes(frame, grow), colours)]

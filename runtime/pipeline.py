@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,6 +27,14 @@ from runtime.roi import clamp_box, nms
 
 OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
+
+
+class Window(NamedTuple):
+    """Where to look for a sign followed from earlier frames: a box, and the colour of the cue that found it
+    (only that colour's cues run in the window; None: every cue)."""
+
+    box: Sequence[float]
+    colour: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,31 +97,33 @@ class FramePipeline:
         props = tuple(propose(frame_bgr, self.proposals, self.ranker))
         return props, 1000.0 * (time.perf_counter() - t0)
 
-    def propose_in(self, frame_bgr: np.ndarray, regions: Sequence[Sequence[float]], per_region: int = 8) -> tuple[Proposal, ...]:
-        """The proposal stage inside each region only (a window around a sign followed from earlier frames):
-        its best ``per_region`` proposals each, in frame coordinates. A few small windows cost a fraction of a frame."""
+    def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> tuple[Proposal, ...]:
+        """The proposal stage inside each window only (around a sign followed from earlier frames), with the cues
+        of the window's colour: its best ``per_window`` proposals each, in frame coordinates. A few small windows
+        cost a fraction of a frame."""
         h, w = frame_bgr.shape[:2]
-        cfg = replace(self.proposals, max_proposals=per_region, per_cue=1)
+        base = replace(self.proposals, max_proposals=per_window, per_cue=1)
         out: list[Proposal] = []
-        for region in regions:
-            box = clamp_box(region, w, h)
-            if box is None:
+        for window in windows:
+            box = clamp_box(window.box, w, h)
+            cues = tuple(c for c in base.cues if window.colour in (None, c.colour))
+            if box is None or not cues:
                 continue
-            x1, y1, x2, y2 = box
-            for p in propose(frame_bgr[y1:y2, x1:x2], cfg, self.ranker):
+            x1, y1, x2, y2 = _even(box, w, h)
+            for p in propose(frame_bgr[y1:y2, x1:x2], replace(base, cues=cues), self.ranker):
                 bx1, by1, bx2, by2 = p.box
                 out.append(Proposal((bx1 + x1, by1 + y1, bx2 + x1, by2 + y1), p.cue, p.score))
         return tuple(out)
 
     def run(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None, *,
             proposed: tuple[tuple[Proposal, ...], float] | None = None,
-            regions: Sequence[Sequence[float]] | None = None) -> FrameResult:
+            windows: Sequence[Window] | None = None) -> FrameResult:
         """Find and classify the signs of a uint8 HxWx3 BGR frame.
 
         Args:
             boxes: classify these ``(x1, y1, x2, y2)`` boxes instead of proposing (fixed ROIs, ground truth).
             proposed: this frame's proposals made already (``propose``, e.g. on another thread), with their ms.
-            regions: propose only inside these windows (``propose_in``: following signs between full proposals).
+            windows: propose only inside these windows (``propose_in``: following signs between full proposals).
 
         Raises:
             RoiError: the frame is not a usable image (checked once, here), or a box is not four numbers.
@@ -123,8 +133,8 @@ class FramePipeline:
         ahead_ms = None
         if boxes is not None:
             rois = tuple(Proposal(tuple(b), GIVEN, 1.0) for b in boxes)  # type: ignore[arg-type]
-        elif regions is not None:
-            rois = self.propose_in(frame_bgr, regions)
+        elif windows is not None:
+            rois = self.propose_in(frame_bgr, windows)
         elif proposed is not None:
             rois, ahead_ms = proposed
         else:
@@ -171,6 +181,17 @@ class ProposalsAhead:
     def close(self) -> None:
         self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _even(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """The box grown by a pixel where a side is odd (while the frame has room): OpenCV halves an even-sized
+    image 20x faster (0.035 against 0.74 ms for a 350x350 window)."""
+    x1, y1, x2, y2 = box
+    if (x2 - x1) % 2:
+        x2, x1 = (x2 + 1, x1) if x2 < width else (x2, max(x1 - 1, 0))
+    if (y2 - y1) % 2:
+        y2, y1 = (y2 + 1, y1) if y2 < height else (y2, max(y1 - 1, 0))
+    return x1, y1, x2, y2
 
 
 def split_cores(cores: int) -> tuple[int, int]:

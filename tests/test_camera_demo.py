@@ -407,3 +407,16 @@ def test_the_demo_runs_the_same_pipeline_as_bench(exported, video, tmp_path):
     frame = cv2.VideoCapture(str(video)).read()[1]
     expected = FramePipeline(Classifier.from_build(build, threads=1, threshold=0.0)).run(frame).detections
     assert [d["box"] for d in _lines(jsonl)[0]["detections"]] == [list(d.box) for d in expected]
+
+
+def test_a_followed_sign_is_searched_with_the_colour_of_its_cue():
+    from runtime.proposals import Proposal
+
+    t = Tracker()
+    blue = Detection((100, 100, 140, 140), Prediction(1, "c1", 0.9, ()), Proposal((100, 100, 140, 140), "blue-solid", 0.8))
+    given = Detection((300, 100, 340, 140), Prediction(0, "c0", 0.9, ()), Proposal((300, 100, 340, 140), "given", 1.0))
+    t.update([blue, given], 0, ["c0", "c1"])
+    windows = t.search_windows(1)
+    assert [w.colour for w in windows] == ["blue", None]  # a given box: every cue
+    assert windows[0].box == (36, 36, 204, 204)  # grown by 1.6 of its side on every side
+    assert [w.colour for w in t.search_windows(1, same_colour=False)] == [None, None]

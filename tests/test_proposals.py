@@ -11,7 +11,8 @@ import pytest
 from bench.gtsdb import frames_that_trained
 from runtime.annotations import annotations_fingerprint, read_gtsdb
 from runtime.errors import ConfigError
-from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, propose, select
+from runtime.pipeline import FramePipeline, Window, _even
+from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, colour_maps, component_stats, propose, select
 from runtime.roi import iou_matrix
 from tests import synth
 from train import proposals as fit_cmd
@@ -99,3 +100,53 @@ def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_d
     assert frames_that_trained(meta, gtsdb_dir, None) == {"00000"}
     other = {**meta, "background_frames_gt_sha256": "0" * 16}  # trained on another frame set of the same names
     assert frames_that_trained(other, gtsdb_dir, Ranker({}, ("00002",), "f" * 16)) == set()
+
+
+def test_colour_maps_are_the_chromaticity_formula_byte_for_byte():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    image[0, :8] = [[0, 0, 0], [255, 255, 255], [0, 0, 255], [255, 0, 0], [0, 255, 255], [1, 0, 0], [0, 0, 1], [254, 255, 0]]
+    for gain in (1.0, 4.0, 6.5):
+        f = image.astype(np.float32)
+        b, g, r = f[..., 0], f[..., 1], f[..., 2]
+        k = gain * 255.0 / (b + g + r + 1.0)
+        want = {"red": np.minimum(r - g, r - b) * k, "blue": (b - r) * k, "yellow": np.minimum(r - b, g - b) * k}
+        got = colour_maps(image, gain)
+        for name, m in want.items():
+            assert got[name].dtype == np.uint8 and got[name].shape == image.shape[:2]
+            np.testing.assert_array_equal(got[name], np.clip(m, 0, 255).astype(np.uint8), err_msg=f"{name} at gain {gain}")
+
+
+@pytest.mark.parametrize("spacing", [2, 7])  # 90,000 isolated pixels (more labels than 16 bits hold), and 5,184
+def test_component_stats_agree_with_32_bit_labels_on_either_side_of_the_16_bit_limit(spacing):
+    mask = np.zeros((600, 600), np.uint8)
+    mask[::spacing, ::spacing] = 255
+    mask[100:140, 200:260] = 255  # and one big blob
+    for connectivity in (4, 8):
+        want = cv2.connectedComponentsWithStats(mask, connectivity=connectivity, ltype=cv2.CV_32S)[2]
+        np.testing.assert_array_equal(component_stats(mask, connectivity), want)
+    assert len(want) > 65536 if spacing == 2 else len(want) < 65535
+
+
+def _red_ring_and_blue_disc() -> np.ndarray:
+    frame = np.full((240, 321, 3), 120, np.uint8)  # an odd width: windows at the right edge
+    cv2.circle(frame, (80, 120), 40, (30, 30, 220), -1)
+    cv2.circle(frame, (80, 120), 28, (245, 245, 245), -1)
+    cv2.circle(frame, (240, 120), 40, (200, 80, 20), -1)
+    return frame
+
+
+@pytest.mark.parametrize("colour, cues", [(None, {"red-hole", "blue-solid"}), ("blue", {"blue-solid"}), ("red", {"red-hole"})])
+def test_a_window_runs_the_cues_of_its_colour(colour, cues):
+    pipe = FramePipeline(None, ranker=Ranker())  # type: ignore[arg-type]  # proposing needs no classifier
+    props = pipe.propose_in(_red_ring_and_blue_disc(), [Window((20, 40, 321, 200), colour)])
+    assert {p.cue for p in props} == cues
+    for p in props:  # in frame coordinates, around the sign of that colour
+        cx = (p.box[0] + p.box[2]) / 2
+        assert abs(cx - (80 if p.colour == "red" else 240)) < 12
+
+
+def test_windows_are_made_even_sized_inside_the_frame():
+    assert _even((10, 10, 21, 20), 100, 100) == (10, 10, 22, 20)
+    assert _even((90, 10, 99, 21), 99, 21) == (89, 9, 99, 21)  # at the frame's edge it grows the other way
+    assert _even((0, 0, 99, 21), 99, 21) == (0, 0, 99, 21)  # the whole odd frame stays as it is
