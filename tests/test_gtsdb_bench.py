@@ -58,6 +58,20 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
     assert e.value.code == 2
 
 
+def test_bench_gtsdb_overlap_scores_the_same_as_one_frame_after_the_other(exported, gtsdb_dir, capsys):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+                       "--repeat", "1", "--overlap", "--json"]) == 0
+    plain, ahead = json.loads(capsys.readouterr().out)
+    assert (plain["overlap"], ahead["overlap"]) == (False, True)
+    counts = ("proposals_per_frame", "signs_proposed", "true_positives", "detections", "precision", "recall", "f1")
+    assert {k: ahead[k] for k in counts} == {k: plain[k] for k in counts}
+    assert ahead["ms"]["total"] > 0 and ahead["fps"] > 0
+    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+                       "--repeat", "1", "--overlap"]) == 0
+    assert "builtin+ahead" in capsys.readouterr().out
+
+
 def test_bench_gtsdb_bad_build_or_folder(tmp_path, capsys):
     (tmp_path / "model_int8.tflite").write_bytes(b"x")
     assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--data", str(tmp_path)]) == 1
