@@ -10,8 +10,9 @@ real camera crops. Every frame goes through ``runtime.pipeline.FramePipeline.run
 call, and its own stage times are what is reported. Frame decoding is not timed: a camera hands
 frames over decoded. ``--overlap`` also runs the camera demo's way of using two cores
 (``runtime.pipeline.ProposalsAhead``: the next frame's proposals on their own thread while this
-frame is classified); its "total" is then the wall time from one frame's result to the next. Each setting runs ``--repeat`` times and the fastest pass is reported; the
-scores are the same every pass.
+frame is classified); its "total" is then the wall time from one frame's result to the next.
+Each setting runs ``--repeat`` times and the fastest pass is reported; the scores are the same
+every pass.
 
 Frames that fitted the proposal ranker (``--ranker``, default the runtime's own) or mined the
 build's background class are left out: a frame that trained the pipeline cannot test it. To score
@@ -26,7 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,7 @@ def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt
     clf = pipe.classifier
     score = _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
                    {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path), clf.threshold)
-    score.overlap = overlap
-    return score
+    return replace(score, overlap=overlap)
 
 
 def _score(proposals: str, threads: int, frames: int, signs: int, props: int, covered: int, tp: int, dets: int,
@@ -164,8 +164,7 @@ def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
                     round(sum(s.proposals_per_frame * s.frames for s in scores)), sum(s.signs_proposed for s in scores),
                     sum(s.true_positives for s in scores), sum(s.detections for s in scores),
                     sum(s.top1_right for s in scores), ms, "pooled")
-    pooled.overlap = scores[0].overlap
-    return pooled
+    return replace(pooled, overlap=scores[0].overlap)
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
