@@ -35,7 +35,7 @@ from train.device import BACKENDS
 from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
 
-ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-ds", "edge-ds-s")  # train.models.ARCHS
+ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-xs", "edge-ds", "edge-ds-s")  # train.models.ARCHS
 
 
 def default_data() -> Path:

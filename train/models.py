@@ -139,6 +139,8 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("cifar", "notebook C: 2 conv 5x5 + BN, dense 256/128", 32, 8, "rgb", "unit", build_cifar),
     Arch("notebook-d", "notebook D: 4 convs + BN, dense 512", 30, 14, "rgb", "unit", build_notebook_d),
     Arch("edge-s", "edge at widths 24/48/96: 0.16 M params", 32, 8, "rgb", "standardize", compact((24, 48, 96), False, "edge-s")),
+    Arch("edge-xs", "edge at widths 24/48/80: 0.13 M params (an int8 build under 150 KB)", 32, 8, "rgb", "standardize",
+         compact((24, 48, 80), False, "edge-xs")),
     Arch("edge-ds", "edge with depthwise-separable blocks, widths 48/96/192: 0.09 M params", 32, 8, "rgb", "standardize",
          compact((48, 96, 192), True, "edge-ds")),
     Arch("edge-ds-s", "edge-ds at widths 32/64/128: 0.04 M params", 32, 8, "rgb", "standardize",
