@@ -1,0 +1,205 @@
+"""Which annotated signs the frame pipeline misses, and at which stage.
+
+Every sign of a GTSDB-layout folder gets one reason, the first that applies:
+
+* ``hit``: a detection of the right class at IoU >= ``--iou``;
+* ``misread``: a detection at IoU >= ``--iou`` that names another class;
+* ``rejected``: a proposal at IoU >= ``--iou`` that the classifier called background or unknown
+  (or that a surer overlapping detection suppressed);
+* ``loose``: the right class, but the detection's box is off (IoU in [``--near``, ``--iou``)): what
+  box refinement could win;
+* ``cut``: a candidate at IoU >= ``--iou`` existed, but ranking, NMS or the cap on proposals dropped it;
+* ``near``: no candidate at IoU >= ``--iou``, the best one at IoU >= ``--near`` (a grow factor off);
+* ``none``: no candidate near the sign: no cue sees it.
+
+Without ``--build`` only the proposal stage is diagnosed: ``proposed`` (a proposal at IoU >= ``--iou``),
+``cut``, ``near``, ``none``. Counts come by class and by size. A folder whose frames fitted the build's
+background class or the ranker gets a note: such a count diagnoses a fit, it does not score it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.gtsdb import frames_that_trained, load_frames
+from bench.matching import match_pairs
+from runtime.annotations import Annotation, select_frames
+from runtime.builds import read_metadata
+from runtime.classifier import Classifier
+from runtime.cli import HelpFormatter
+from runtime.errors import cli_errors
+from runtime.pipeline import FramePipeline
+from runtime.proposals import ProposalConfig, Ranker, candidates, default_ranker, propose
+from runtime.roi import iou_matrix
+
+STAGES = ("hit", "misread", "rejected", "loose", "cut", "near", "none")
+PROPOSAL_STAGES = ("proposed", "cut", "near", "none")
+SIZE_EDGES = (0, 20, 30, 45, 70)  # sign side in pixels: the lower edge of each size bin
+
+
+@dataclass(frozen=True)
+class SignFate:
+    frame: str
+    class_id: int
+    side: float  # the larger side of the annotated box, in frame pixels
+    reason: str  # one of STAGES (with a build) or PROPOSAL_STAGES (without)
+    best_iou: float  # the best IoU any candidate reached
+
+
+def _best(truth: list[Annotation], boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Each sign's best IoU with ``boxes`` (0 where there are none)."""
+    if not truth or len(boxes) == 0:
+        return np.zeros(len(truth))
+    return iou_matrix([a.box for a in truth], boxes).max(axis=1)
+
+
+def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: ProposalConfig, ranker: Ranker,
+                pipe: FramePipeline | None, iou: float, near: float) -> list[SignFate]:
+    """The reason of every sign of one frame (see the module docstring)."""
+    cand = _best(truth, candidates(frame, cfg).boxes)
+    if pipe is None:
+        proposed = _best(truth, [p.box for p in propose(frame, cfg, ranker)])
+        detected: dict[int, str] = {}
+    else:
+        result = pipe.run(frame)
+        proposed = _best(truth, [d.box for d in result.classified if d is not None])
+        dets = list(result.detections)
+        boxes, classes = [d.box for d in dets], [d.prediction.class_id for d in dets]
+        gt_boxes, gt_classes = [a.box for a in truth], [a.class_id for a in truth]
+        detected = {t: "hit" for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou)}
+        for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou, need_class=False):
+            detected.setdefault(t, "misread")
+        for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, near):
+            detected.setdefault(t, "loose")
+    fates = []
+    for i, a in enumerate(truth):
+        if i in detected and (detected[i] != "loose" or proposed[i] < iou):
+            reason = detected[i]
+        elif proposed[i] >= iou:
+            reason = "proposed" if pipe is None else "rejected"
+        elif cand[i] >= iou:
+            reason = "cut"
+        else:
+            reason = "near" if cand[i] >= near else "none"
+        x1, y1, x2, y2 = a.box
+        fates.append(SignFate(stem, a.class_id, float(max(x2 - x1, y2 - y1)), reason, float(cand[i])))
+    return fates
+
+
+SIZE_NAMES = tuple(f"{lo}-{hi} px" for lo, hi in itertools.pairwise(SIZE_EDGES)) + (f">= {SIZE_EDGES[-1]} px",)
+
+
+def size_bin(side: float) -> str:
+    """The name of the size bin (SIZE_NAMES) a sign of this side falls in."""
+    return SIZE_NAMES[max(int(np.searchsorted(SIZE_EDGES, side, side="right")) - 1, 0)]
+
+
+def tabulate(fates: Sequence[SignFate], stages: Sequence[str], key: Callable[[SignFate], str],
+             names: dict[str, str] | None = None, order: Sequence[str] | None = None) -> str:
+    """A markdown table: one row per group (``key(fate)``), the count of each reason, the share found.
+
+    Rows come in ``order`` (groups not in it are left out), else the most missed first."""
+    groups: dict[str, Counter] = {}
+    for f in fates:
+        groups.setdefault(key(f), Counter())[f.reason] += 1
+    found = stages[0]
+    head = "| group | signs | " + " | ".join(stages) + f" | {found} share |"
+    lines = [head, "|" + "---|" * (len(stages) + 3)]
+    if order is None:
+        order = sorted(groups, key=lambda g: (groups[g][found] - sum(groups[g].values()), g))
+    for g in (g for g in order if g in groups):
+        c = groups[g]
+        n = sum(c.values())
+        label = names.get(g, g) if names else g
+        lines.append(f"| {label} | {n} | " + " | ".join(str(c[s]) for s in stages) + f" | {c[found] / n:.3f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.misses", formatter_class=HelpFormatter,
+        description="Which annotated signs the frame pipeline misses, and at which stage (no candidate, a candidate "
+                    "the ranking cut, rejected, misread, a loose box), by class and by size.",
+        epilog="examples:\n  python -m bench.misses --data ../shared/data/gtsdb-train\n"
+               "  python -m bench.misses --data ../shared/data/gtsdb-train --build runs/bg-train/model_int8.tflite\n"
+               "  python -m bench.misses --data gtsdb/ --ranker ranker.json --json > fates.json",
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
+    p.add_argument("--build", type=Path, default=None,
+                   help=".tflite/.onnx build with metadata: diagnose detections too (default: the proposal stage only)")
+    p.add_argument("--ranker", type=Path, default=None,
+                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+    p.add_argument("--frames", dest="subset", default="all", choices=("all", "even", "odd"), help="only these frames")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
+    p.add_argument("--near", type=float, default=0.3, help="IoU from which a box counts as near the sign (loose, near)")
+    p.add_argument("--json", action="store_true", help="print every sign's fate as JSON instead of the tables")
+    return p
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    fates: list[SignFate]
+    class_names: list[str]
+    frames: int  # frames looked at, with signs or without
+    fitted: set[str]  # those of them that fitted the build's background class or the ranker
+
+
+def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = None, subset: str = "all",
+             iou: float = 0.5, near: float = 0.3) -> Diagnosis:
+    """Every sign's fate in the chosen frames of ``data`` (see the module docstring)."""
+    ranker = ranker or default_ranker()
+    meta = read_metadata(build) if build is not None else None
+    if meta is not None:
+        names = list(meta["class_names"])
+        num = len(names) - (meta.get("background_class") is not None)
+    else:
+        from train.data.classes import GTSRB_CLASS_NAMES
+        names, num = list(GTSRB_CLASS_NAMES), None
+    frames, gt = load_frames(data, num)
+    keep = set(select_frames([stem for stem, _ in frames], subset))
+    pipe = FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker) if build is not None else None
+    cfg = pipe.proposals if pipe is not None else ProposalConfig()
+    fates = [f for stem, frame in frames if stem in keep
+             for f in frame_fates(stem, frame, gt.get(stem, []), cfg, ranker, pipe, iou, near)]
+    return Diagnosis(fates, names, len(keep), frames_that_trained(meta or {}, data, ranker) & keep)
+
+
+@cli_errors("python -m bench.misses")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.near <= args.iou <= 1:
+        parser.error(f"need 0 < --near ({args.near}) <= --iou ({args.iou}) <= 1")
+    ranker = Ranker.load(args.ranker) if args.ranker else None
+    d = diagnose(args.data, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near)
+    fates = d.fates
+    if args.json:
+        print(json.dumps([f.__dict__ for f in fates], indent=1))
+        return 0
+    stages = STAGES if args.build is not None else PROPOSAL_STAGES
+    what = f"{args.build}" if args.build is not None else "the proposal stage"
+    print(f"{what} on {d.frames} frames of {args.data} ({len(fates)} signs), "
+          f"IoU {args.iou}, near {args.near}")
+    if d.fitted:
+        print(f"note: {len(d.fitted)} of these frames fitted the build's background class or the ranker; this "
+              "diagnoses a fit, it does not score one")
+    print(tabulate(fates, stages, lambda f: "all"))
+    print()
+    class_names = {str(i): f"{i} {n}" for i, n in enumerate(d.class_names)}
+    print(tabulate(fates, stages, lambda f: str(f.class_id), class_names))
+    print()
+    print(tabulate(fates, stages, lambda f: size_bin(f.side), order=SIZE_NAMES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
