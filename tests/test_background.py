@@ -97,3 +97,27 @@ def test_background_folder_without_crops(kaggle_dir, tmp_path, capsys):
     assert train_main(["--data", str(kaggle_dir), "--background", str(empty), "--out", str(tmp_path / "r")]) == 1
     assert "holds no crops" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_extend_a_run_with_a_background_class(trained_run, mined, tmp_path, capsys):
+    """--extend RUN --background DIR: RUN's classes keep their head weights, "not a sign" joins as the last class,
+    the run records what the signs lost; --zoom/--shift override RUN's augmentation (looser proposal boxes)."""
+    out = tmp_path / "bg-ext"
+    assert train_main(["--extend", str(trained_run), "--background", str(mined), "--zoom", "0.25", "--shift", "0.15",
+                       "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert "old classes: accuracy" in capsys.readouterr().out
+    meta = json.loads((out / "metadata.json").read_text())
+    base = json.loads((trained_run / "metadata.json").read_text())
+    assert meta["class_names"] == [*base["class_names"], "not a sign"]
+    assert meta["background"]["class_id"] == base["num_classes"] and meta["background"]["frames"] == ["00000", "00002"]
+    ext = meta["extension"]
+    assert ext["added"] is None and ext["background"] == str(mined.resolve())
+    assert ext["old_classes"]["images"] == base["dataset"]["val_images"]  # the base's own held-out tracks
+    assert set(ext["new_classes"]) == {"not a sign"} and ext["new_classes"]["not a sign"]["held_out"] > 0
+    assert (meta["config"]["augment"]["zoom"], meta["config"]["augment"]["shift"]) == (0.25, 0.15)
+    assert meta["config"]["augment"]["rotation_deg"] == base["config"]["augment"]["rotation_deg"]  # the rest: RUN's
+
+    # a run that has a background class already cannot get a second one
+    assert train_main(["--extend", str(out), "--background", str(mined), "--out", str(tmp_path / "twice")]) == 1
+    assert "has a background class already" in capsys.readouterr().err
+    assert not (tmp_path / "twice").exists()

@@ -4,6 +4,7 @@
     python -m train --data data/GTSRB --arch notebook-d --epochs 30 --out runs/nbd
     python -m train --resume --out runs/edge-20261121-150000
     python -m train --extend runs/edge-default --add my_signs/ --out runs/edge-mine
+    python -m train --extend runs/edge-default --background data/neg --zoom 0.2 --shift 0.1 --out runs/edge-bg
 
 Writes OUT/model.keras, OUT/metadata.json, OUT/history.json, OUT/training_curves.png and
 OUT/checkpoints/ (one per epoch, for --resume). A resumed run takes every setting that defines the
@@ -13,6 +14,8 @@ model (data, architecture, size, augmentation, ...) from its checkpoint; only --
 --extend RUN --add DIR starts from RUN's model, adds the classes of DIR's class folders (as few as
 ~10 photos each) and fine-tunes on RUN's data and the new photos together (train.extend): the new
 run records what the old classes lost and what the new ones reach on held-out photos.
+--extend RUN --background DIR does the same with a "not a sign" class (train.negatives) for the
+frame pipeline: the signs keep what RUN learned, and the run records what they lost.
 --distribute mirrored / multiworker trains data-parallel with the backend's own strategy
 (train.distribute); --batch-size is then per replica.
 """
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--backend", default="tensorflow", choices=BACKENDS, help="Keras 3 backend")
     p.add_argument("--background", type=Path, default=None,
-                   help="folder of not-a-sign crops (python -m train.negatives) to learn as one extra class")
+                   help="folder of not-a-sign crops (python -m train.negatives) to learn as one extra class "
+                        "(with --extend: added to the run's classes)")
     p.add_argument("--zoom", type=float, default=AugmentConfig.zoom,
                    help="random zoom 1 +- this (0.2 for a frame pipeline: proposal boxes are looser than GTSRB's)")
     p.add_argument("--shift", type=float, default=AugmentConfig.shift, help="random shift, a fraction of the crop side")
@@ -82,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
     p.add_argument("--min-per-class", type=int, default=0,
                    help="repeat a class with fewer training images up to this many per epoch (--extend: 200)")
-    ext = p.add_argument_group("new classes from a few photos")
-    ext.add_argument("--extend", type=Path, default=None, metavar="RUN", help="start from this run's model and data")
+    ext = p.add_argument_group("new classes on a trained run")
+    ext.add_argument("--extend", type=Path, default=None, metavar="RUN",
+                     help="start from this run's model and data, and add --add's classes and/or --background's")
     ext.add_argument("--add", type=Path, default=None, metavar="DIR",
                      help="class folders (DIR/<class name>/*.jpg) of the classes to add; with --extend")
     ext.add_argument("--add-holdout", type=float, default=0.3,
@@ -141,10 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.add and not args.extend:
         parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
     if args.extend:
-        if not args.add:
-            parser.error("--extend needs --add DIR: class folders of the photos to add")
-        if args.resume or args.background:
-            parser.error("--extend takes the run's own background class; leave --resume and --background out")
+        if not (args.add or args.background):
+            parser.error("--extend needs --add DIR (class folders of the photos to add) and/or --background DIR "
+                         "(not-a-sign crops)")
+        if args.resume:
+            parser.error("--extend starts a new run from RUN; leave --resume out (resume the extended run itself)")
         cfg = extension_config(args, given_flags(parser, argv), Path(args.out or runs_dir() / f"{args.extend.name}-extended"))
         result = train(cfg)
         print_result(result)
@@ -171,11 +177,19 @@ def extension_config(args: argparse.Namespace, given: set[str], out: Path) -> Tr
     if "config" not in base.meta:
         raise ConfigError(f"--extend {args.extend}: the run predates recorded settings; retrain it first")
     recorded = from_json(base.meta["config"], out)
+    if args.background is not None and recorded.background is not None:
+        raise ConfigError(f"--extend {args.extend} has a background class already (from {recorded.background}); "
+                          "leave --background out, or extend a run without one")
     if recorded.add is not None:
         raise ConfigError(f"--extend {args.extend} was itself extended (with {recorded.add}); extend the run it came from "
                           f"with all the added class folders in one --add folder")
     chosen = {k: getattr(args, k) for k in ("epochs", "lr", "min_per_class", "batch_size", "patience", "seed") if k in given}
+    augment = recorded.augment
+    if augment is not None:  # looser crops for a frame pipeline's proposals: --zoom 0.2 --shift 0.1
+        augment = replace(augment, zoom=args.zoom if "zoom" in given else augment.zoom,
+                          shift=args.shift if "shift" in given else augment.shift)
     return replace(recorded, out=out, init_from=base.path.resolve(), add=args.add, add_holdout=args.add_holdout,
+                   background=args.background if args.background is not None else recorded.background, augment=augment,
                    data=args.data if "data" in given else recorded.data, epochs=chosen.get("epochs", 5),
                    lr=chosen.get("lr", recorded.lr / 4), min_per_class=chosen.get("min_per_class", 200),
                    batch_size=chosen.get("batch_size", recorded.batch_size), patience=chosen.get("patience", recorded.patience),

@@ -275,7 +275,8 @@ def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_s
     # A fresh copy from disk: the grown model shares its layers with base.load_model(), trained since.
     before = load_keras_model(base.model_file)
     report = extension_report(before, model, x_val, val_set.labels, base.num_classes, val_set.class_names)
-    return {"from": str(cfg.init_from), "added": str(cfg.add), **report}
+    return {"from": str(cfg.init_from), "added": str(cfg.add) if cfg.add is not None else None,
+            "background": str(cfg.background) if cfg.background is not None else None, **report}
 
 
 def _loss(keras: Any, smoothing: float, num_classes: int) -> Any:
