@@ -71,6 +71,9 @@ def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys
     assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "val", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] == pytest.approx(meta["val_accuracy"], abs=1e-6) and report["per_class"][4]["support"] > 0
+    sign_rows = report["per_class"][:4]  # the signs' accuracy: their recalls weighted by their images
+    assert report["sign_images"] == sum(r["support"] for r in sign_rows) == report["images"] - report["per_class"][4]["support"]
+    assert report["sign_accuracy"] == pytest.approx(sum(r["recall"] * r["support"] for r in sign_rows) / report["sign_images"])
     assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "test"]) == 0
     capsys.readouterr()
 

@@ -42,6 +42,10 @@ def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = 
     report = classification_report(ds.labels, probs.argmax(1), len(names))
     result = {"model": str(run.path), "data": str(data or run.data_path), "split": split, "images": len(ds),
               **report.to_dict(names), "worst_classes": report.worst(5)}
+    if run.background_class is not None:  # how well it reads the signs, comparable with a model without the class
+        signs = ds.labels != run.background_class
+        result["sign_images"] = int(signs.sum())
+        result["sign_accuracy"] = float((probs[signs].argmax(1) == ds.labels[signs]).mean()) if signs.any() else None
     write_text_atomic(out / "report.json", json.dumps(result, indent=2))
     from train.plots import plot_confusion
 
@@ -59,7 +63,11 @@ def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = 
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [(f"{result['split']} accuracy {result['accuracy']:.4f} on {result['images']} images "
-              f"(macro F1 {result['macro_f1']:.4f})"), f"{'id':>3} {'class':<42} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>5}"]
+              f"(macro F1 {result['macro_f1']:.4f})")]
+    if result.get("sign_accuracy") is not None:
+        lines.append(f"signs only: accuracy {result['sign_accuracy']:.4f} on {result['sign_images']} sign images "
+                     "(a sign read as 'not a sign' counts as wrong)")
+    lines += [f"{'id':>3} {'class':<42} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>5}"]
     for row in result["per_class"]:
         if row["support"]:
             lines.append(f"{row['class_id']:>3} {row['name'][:42]:<42} {row['precision']:6.3f} {row['recall']:6.3f} "
