@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from tests.fixtures import LOOSE_GATE
 from train import negatives
 from train.__main__ import main as train_main
 from train.evaluate import main as eval_main
+from train.runs import Run
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +121,16 @@ def test_extend_a_run_with_a_background_class(trained_run, mined, tmp_path, caps
     assert set(ext["new_classes"]) == {"not a sign"} and ext["new_classes"]["not a sign"]["held_out"] > 0
     assert (meta["config"]["augment"]["zoom"], meta["config"]["augment"]["shift"]) == (0.25, 0.15)
     assert meta["config"]["augment"]["rotation_deg"] == base["config"]["augment"]["rotation_deg"]  # the rest: RUN's
+
+    # its data remounted (file times changed): the same data, though the crops' frames are tracks of the split too
+    csv = Run.open(trained_run).data_path / "Train.csv"
+    st = csv.stat()
+    try:
+        os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        Run.open(out).splits()
+        assert "is not the data" not in capsys.readouterr().err
+    finally:
+        os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     # a run that has a background class already cannot get a second one
     assert train_main(["--extend", str(out), "--background", str(mined), "--out", str(tmp_path / "twice")]) == 1

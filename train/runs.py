@@ -179,7 +179,11 @@ class Run:
         rec = self.meta["dataset"]
         if train_set.fingerprint == rec.get("fingerprint"):
             return True
-        tracks = len(np.unique(val_set.tracks)) if val_set.tracks is not None else None
+        tracks = None
+        if val_set.tracks is not None:  # the recorded count is of the dataset's own tracks: not the "not a sign"
+            added = set((self.meta.get("extension") or {}).get("new_classes") or ())  # crops' frames, not added photos
+            own = [i for i, n in enumerate(val_set.class_names) if i != self.background_class and n not in added]
+            tracks = len(np.unique(val_set.tracks[np.isin(val_set.labels, own)]))
         return (source.resolve() == Path(rec["path"]).resolve() and len(train_set) == rec.get("train_images")
                 and len(val_set) == rec.get("val_images") and tracks == (rec.get("split") or {}).get("val_tracks"))
 
