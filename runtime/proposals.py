@@ -14,7 +14,8 @@ A cue knows how much bigger the sign is than what it sees (``grow``: a red ring'
 0.65 of the sign, the yellow square about half of the diamond). ``cv2.connectedComponentsWithStats``
 gives every blob and hole with its box and pixel count; size, aspect and fill ratio (signs are
 convex: a disc fills 0.79 of its box, a triangle 0.5) filter them, all vectorised. (A thread pool
-over the cues measured no faster here: ~23 ms per 1360x800 frame either way.)
+over the cues measured no faster here, ~23 ms per 1360x800 frame either way, when the
+colour maps were still computed in float; not measured again since.)
 
 A frame still yields a few hundred candidates, most of them leaves and windows. Each gets a few
 numbers read from integral images in O(1) (fill, squareness, size, brightness and saturation of
