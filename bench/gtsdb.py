@@ -14,8 +14,8 @@ frame is classified); its "total" is then the wall time from one frame's result 
 Each setting runs ``--repeat`` times and the fastest pass is reported; the scores are the same
 every pass.
 
-Frames that fitted the proposal ranker (``--ranker``, default the runtime's own) or mined the
-build's background class are left out: a frame that trained the pipeline cannot test it. To score
+Frames that fitted the proposal ranker (``--ranker``, default the runtime's own), the learned
+sign map (``--sign-map``) or mined the build's background class are left out: a frame that trained the pipeline cannot test it. To score
 every frame, give two builds (and their rankers) trained on complementary halves: each is scored on
 the frames it did not train on, and the two are pooled.
 """
@@ -41,6 +41,7 @@ from runtime.errors import ConfigError, cli_errors
 from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, iou_matrix
+from runtime.sign_map import SignMap
 
 
 @dataclass
@@ -69,8 +70,8 @@ class PipelineScore:
         return 1000.0 / max(self.ms.get("total", 0.0), 1e-9)
 
 
-def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None) -> set[str]:
-    """Frames of ``folder`` that trained the build's background class or ``ranker`` (None: no proposals scored).
+def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None, sign_map: SignMap | None = None) -> set[str]:
+    """Frames of ``folder`` that trained the build's background class, ``ranker`` (None: no proposals scored) or ``sign_map``.
 
     Frame sets are told apart by the SHA-256 of their gt.txt; a build that predates it is matched by
     frame name alone (the careful side: it may leave out frames it need not)."""
@@ -80,6 +81,10 @@ def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None) -> set[
         trained |= set(meta.get("background_frames") or [])
     if ranker is not None and ranker.fitted_gt_sha256 == here:
         trained |= set(ranker.fitted_on)
+    if sign_map is not None:
+        frames, gt_sha = sign_map.fitted_on
+        if gt_sha == here:
+            trained |= set(frames)
     return trained
 
 
@@ -206,29 +211,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", action="store_true",
                    help="also time the built-in proposals as the camera demo runs them: the next frame's on a thread of "
                         "their own while this one is classified (row builtin+ahead; ms tot: wall time per frame)")
+    p.add_argument("--sign-map", type=Path, default=None,
+                   help="a learned proposal source (python -m train.sign_map) beside the colour cues; frames that fitted it "
+                        "are left out")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
 
 
 def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], data: Path, *,
                 ranker: Ranker | None, threads: Sequence[int] = (1, 2), proposals: Sequence[str] = ("builtin", "gt"),
-                repeat: int = 3, iou: float = 0.5, threshold: float | None = None, overlap: bool = False) -> list[PipelineScore]:
+                repeat: int = 3, iou: float = 0.5, threshold: float | None = None, overlap: bool = False,
+                sign_map: Path | None = None) -> list[PipelineScore]:
     """Every (threads, proposals) setting of one build, on the frames of ``data`` that trained neither it nor its ranker.
 
     Each setting runs ``repeat`` times; the fastest pass is kept (the scores are the same every pass).
     ``overlap`` adds the built-in proposals run ahead on their own thread (``score_pipeline``) as one more setting.
     """
-    trained_on = frames_that_trained(read_metadata(build), data, ranker)
+    learned = SignMap(sign_map) if sign_map is not None else None
+    trained_on = frames_that_trained(read_metadata(build), data, ranker, learned)
     left = [(stem, f) for stem, f in frames if stem not in trained_on]
     if len(left) < len(frames):
         print(f"{build}: leaving out {len(frames) - len(left)} frames that trained its background class or the "
-              f"proposal ranker; scoring {len(left)}", file=sys.stderr)
+              f"proposal ranker or sign map; scoring {len(left)}", file=sys.stderr)
     if not left:
         raise ConfigError(f"every chosen frame of {data} trained the background class of {build} or the proposal "
-                          "ranker; score other frames (--frames odd) or refit (python -m train.proposals)")
+                          "ranker or sign map; score other frames (--frames odd) or refit (python -m train.proposals)")
     scores = []
     for n in threads:
-        pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker)
+        pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker, sign_map=learned)
         settings = [(kind, False) for kind in proposals] + ([("builtin", True)] if overlap and "builtin" in proposals else [])
         for kind, ahead in settings:
             runs = [score_pipeline(pipe, left, gt, kind, iou, overlap=ahead) for _ in range(repeat)]
@@ -256,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_build = []
     for build, ranker in zip(args.build, rankers):
         scores = score_build(build, frames, gt, args.data, ranker=ranker, threads=args.threads, proposals=args.proposals,
-                             repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap)
+                             repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap,
+                             sign_map=args.sign_map)
         per_build.append(scores)
         if not args.json:
             n_frames, n_signs = scores[0].frames, scores[0].signs

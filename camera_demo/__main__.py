@@ -37,6 +37,7 @@ from runtime.errors import ConfigError, cli_errors
 from runtime.pipeline import FramePipeline, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, load_boxes, parse_boxes
+from runtime.sign_map import SignMap
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="propose and classify one frame after the other, instead of proposing the next frame meanwhile")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
     p.add_argument("--ranker", type=Path, default=None, help="proposal ranker JSON (default: the runtime's own)")
+    p.add_argument("--sign-map", type=Path, default=None,
+                   help="a learned proposal source (python -m train.sign_map) beside the colour cues, on full frames")
     p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
     p.add_argument("--fps", type=float, default=None, help="at most this many frames per second (and the camera's rate)")
     p.add_argument("--loop", action="store_true", help="play a file or folder again from the start at its end")
@@ -157,7 +160,7 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
         log(f"note: {args.build.name} has no background class; with --detect it will call leaves and windows signs "
             f"(train one with --background, README: Not a sign)")
     ranker = Ranker.load(args.ranker) if args.ranker else default_ranker()
-    pipeline = FramePipeline(clf, ranker=ranker)
+    pipeline = FramePipeline(clf, ranker=ranker, sign_map=SignMap(args.sign_map) if args.sign_map else None)
     sinks = Sinks()
     server = None
     source = None

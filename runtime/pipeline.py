@@ -24,6 +24,7 @@ import numpy as np
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
 from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose
 from runtime.roi import clamp_box, nms
+from runtime.sign_map import SignMap
 
 OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
@@ -84,17 +85,22 @@ class FramePipeline:
     """
 
     def __init__(self, classifier: Classifier, proposals: ProposalConfig | None = None, ranker: Ranker | None = None,
-                 overlap_iou: float = OVERLAP_IOU) -> None:
+                 overlap_iou: float = OVERLAP_IOU, sign_map: SignMap | None = None) -> None:
         self.classifier = classifier
         self.proposals = proposals or ProposalConfig()
         self.ranker = default_ranker() if ranker is None else ranker
         self.overlap_iou = overlap_iou
+        self.sign_map = sign_map  # a learned proposal source beside the colour cues (runtime.sign_map), or None
+
+    def _propose(self, frame_bgr: np.ndarray) -> tuple[Proposal, ...]:
+        props = tuple(propose(frame_bgr, self.proposals, self.ranker))
+        return props + tuple(self.sign_map.propose(frame_bgr)) if self.sign_map is not None else props
 
     def propose(self, frame_bgr: np.ndarray) -> tuple[tuple[Proposal, ...], float]:
         """The proposal stage alone (checked frame in, proposals and its milliseconds out): what ProposalsAhead runs."""
         check_frame(frame_bgr)
         t0 = time.perf_counter()
-        props = tuple(propose(frame_bgr, self.proposals, self.ranker))
+        props = self._propose(frame_bgr)
         return props, 1000.0 * (time.perf_counter() - t0)
 
     def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> tuple[Proposal, ...]:
@@ -138,7 +144,7 @@ class FramePipeline:
         elif proposed is not None:
             rois, ahead_ms = proposed
         else:
-            rois = tuple(propose(frame_bgr, self.proposals, self.ranker))
+            rois = self._propose(frame_bgr)
         t1 = time.perf_counter()
         index, kept, x = crop_rois(frame_bgr, [r.box for r in rois], self.classifier.preprocess)
         t2 = time.perf_counter()

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-COMMANDS = ("train.__main__", "train.evaluate", "train.download", "train.negatives", "train.proposals", "export.tflite",
+COMMANDS = ("train.__main__", "train.evaluate", "train.download", "train.negatives", "train.proposals", "train.sign_map", "export.tflite",
             "export.onnx", "export.all", "export.threshold", "export.debug", "bench.gtsdb", "bench.misses", "bench.drive", "bench.report",
             "camera_demo.__main__", "train.inspect", "train.explain", "train.sweep", "train.data.to_folders")
 

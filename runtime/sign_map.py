@@ -1,0 +1,106 @@
+"""A learned proposal source: a tiny fully-convolutional "sign here" map over a downscaled frame.
+
+The colour cues miss signs no colour threshold separates (solid red "stop" and "no entry", the
+white end-of-limit signs, washed-out signs). The map, fitted on annotated frames by
+``python -m train.sign_map``, marks sign centres on a stride-``stride`` grid of the downscaled
+frame, with the sign's side (log2, in frame pixels) at each centre. Its local maxima above
+``min_score`` become proposals of cue ``"map"``, beside the colour cues' (a few a frame: the
+classifier and its background class decide what they are). Runs on TFLite, like a build; its
+sidecar records everything else (input size, scale, stride, the frames it was fitted on).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from runtime.backends import TFLiteBackend
+from runtime.builds import file_sha256, sidecar_of
+from runtime.errors import BuildError
+from runtime.proposals import Proposal
+
+MAP_FORMAT = "signkit-signmap/1"
+MAP_CUE = "map"
+MAP_KEYS = ("input", "stride", "min_score", "top_k")
+
+
+def read_map_metadata(path: Path) -> dict[str, Any]:
+    """The sidecar of a sign-map build, checked: its format, its keys, and that it describes this very file.
+
+    Raises:
+        BuildError: a missing, foreign or stale sidecar (one line naming the file and the fix).
+    """
+    side = sidecar_of(path)
+    if not path.is_file():
+        raise BuildError(f"sign map {path} not found; fit one with `python -m train.sign_map --frames DIR --out RUN`")
+    if not side.is_file():
+        raise BuildError(f"{path} has no sidecar {side.name}; fit it again with `python -m train.sign_map`")
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BuildError(f"{side} is not valid JSON ({err}); fit the map again") from None
+    if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
+        raise BuildError(f"{side} is not a sign-map sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r}); "
+                         "pass a map from `python -m train.sign_map`, not a classifier build")
+    missing = [k for k in MAP_KEYS if k not in meta]
+    if missing:
+        raise BuildError(f"{side} lacks {', '.join(missing)}; fit the map again")
+    if meta.get("model_sha256") != file_sha256(path):
+        raise BuildError(f"{path} is not the model its sidecar {side.name} describes (SHA-256 differs); fit the map again")
+    return meta
+
+
+def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x1, y1, x2, y2 in frame pixels) and scores of a map's output (h, w, 2: heat, log2 side).
+
+    A box per 3x3 local maximum of the heat above ``min_score``, the best ``top_k``; ``sx``/``sy``: frame
+    pixels per map-input pixel."""
+    heat = np.ascontiguousarray(out[..., 0], np.float32)
+    peak = (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8))) & (heat > min_score)
+    ys, xs = np.nonzero(peak)
+    scores = heat[ys, xs]
+    keep = np.argsort(-scores, kind="stable")[:top_k]
+    ys, xs, scores = ys[keep], xs[keep], scores[keep]
+    side = np.exp2(np.clip(out[ys, xs, 1], 2.0, 10.0))  # 4..1024 frame pixels
+    cx, cy = (xs + 0.5) * stride * sx, (ys + 0.5) * stride * sy
+    boxes = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1) if len(side) else np.zeros((0, 4))
+    return boxes, scores
+
+
+class SignMap:
+    """A sign-map build opened for inference. One call at a time per instance (its interpreter is locked)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.path = Path(path)
+        self.meta = read_map_metadata(self.path)
+        self.height, self.width = (int(v) for v in self.meta["input"][:2])
+        self.stride = int(self.meta["stride"])
+        self.min_score = float(self.meta["min_score"])
+        self.top_k = int(self.meta["top_k"])
+        self.backend = TFLiteBackend(self.path, threads)
+        if self.backend.input_shape != (self.height, self.width, 3):
+            raise BuildError(f"{self.path}: sidecar says input {self.height}x{self.width}x3 but the model takes "
+                             f"{self.backend.input_shape}; fit the map again")
+
+    @property
+    def fitted_on(self) -> tuple[list[str], str | None]:
+        """The frames that fitted the map, and the SHA-256 of their gt.txt."""
+        return list(self.meta.get("frames") or []), self.meta.get("frames_gt_sha256")
+
+    def propose(self, frame_bgr: np.ndarray) -> list[Proposal]:
+        """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input)."""
+        h, w = frame_bgr.shape[:2]
+        small = cv2.resize(frame_bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        x = small[None].astype(np.float32) * np.float32(1 / 255)
+        out = self.backend.run(x)[0]
+        boxes, scores = decode(out, self.stride, self.min_score, self.top_k, w / self.width, h / self.height)
+        props = []
+        for (x1, y1, x2, y2), s in zip(boxes, scores):
+            box = (max(0, int(np.floor(x1))), max(0, int(np.floor(y1))), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
+            if box[2] > box[0] and box[3] > box[1]:
+                props.append(Proposal(box, MAP_CUE, float(s)))
+        return props

@@ -1,0 +1,113 @@
+"""The learned "sign here" map: decoding, fitting and its export gate, the runtime runner, the pipeline and bench."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import gtsdb
+from runtime.annotations import read_frame
+from runtime.builds import BUILDS, build_file
+from runtime.classifier import Classifier
+from runtime.errors import BuildError
+from runtime.pipeline import FramePipeline
+from runtime.sign_map import MAP_CUE, SignMap, decode
+from tests import synth
+from train import sign_map as fit
+
+
+def test_decode_takes_local_maxima_above_the_score_with_their_sides():
+    out = np.zeros((10, 20, 2), np.float32)
+    out[2, 3] = (0.9, 5.0)  # a 32-pixel sign
+    out[2, 4] = (0.5, 5.0)  # beside the peak: not a maximum
+    out[7, 15] = (0.3, 4.0)  # a 16-pixel sign
+    out[5, 10] = (0.04, 6.0)  # below min_score
+    boxes, scores = decode(out, stride=4, min_score=0.05, top_k=10, sx=2.0, sy=2.0)
+    np.testing.assert_allclose(scores, [0.9, 0.3])
+    cx, cy = (3 + 0.5) * 4 * 2, (2 + 0.5) * 4 * 2
+    np.testing.assert_allclose(boxes[0], [cx - 16, cy - 16, cx + 16, cy + 16])
+    assert boxes[1][2] - boxes[1][0] == 16
+    assert len(decode(out, 4, 0.05, 1, 1.0, 1.0)[0]) == 1  # top_k
+    assert decode(np.zeros((4, 4, 2), np.float32), 4, 0.05, 5, 1.0, 1.0)[0].shape == (0, 4)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    return synth.write_gtsdb(tmp_path_factory.mktemp("frames"), frames=4, seed=5, size=(640, 560))
+
+
+@pytest.fixture(scope="module")
+def fitted(frames, tmp_path_factory):
+    out = tmp_path_factory.mktemp("map") / "run"
+    # 100 steps: a map that marks something (its int8 copy is not yet close to it: no gate here)
+    return fit.fit_sign_map(frames, out, subset="even", steps=100, crop=128, min_agreement=0.0, progress=False)
+
+
+def test_fitted_map_is_written_with_what_it_was_fitted_on(fitted, frames):
+    meta = json.loads(fitted.with_name(fitted.name + ".json").read_text())
+    assert meta["format"] == "signkit-signmap/1" and meta["frames"] == ["00000", "00002"]
+    assert meta["input"] == [280, 320, 3] and meta["stride"] == fit.STRIDE and meta["params"] > 0
+    assert (fitted.parent / "sign_map.keras").is_file()
+    m = SignMap(fitted)
+    assert m.fitted_on == (["00000", "00002"], meta["frames_gt_sha256"])
+    frame = read_frame(frames / "00001.jpg")
+    props = m.propose(frame)
+    assert all(p.cue == MAP_CUE and 0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560 for p in props)
+    other = np.ascontiguousarray(frame[::2, ::3])  # another frame size: resized to the map's input, boxes mapped back
+    assert all(p.box[2] <= other.shape[1] and p.box[3] <= other.shape[0] for p in m.propose(other))
+
+
+def test_the_pipeline_adds_the_maps_proposals(fitted, frames, exported):
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]))
+    m = SignMap(fitted)
+    frame = read_frame(frames / "00001.jpg")
+    plain, _ = FramePipeline(clf).propose(frame)
+    both, _ = FramePipeline(clf, sign_map=m).propose(frame)
+    learned = tuple(m.propose(frame))
+    assert learned and both == plain + learned
+    result = FramePipeline(clf, sign_map=m).run(frame)
+    assert result.rois == both
+
+
+def test_bench_gtsdb_leaves_out_the_frames_that_fitted_the_map(fitted, frames, exported, capsys):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--sign-map", str(fitted), "--proposals", "builtin",
+                       "--threads", "1", "--repeat", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "leaving out 2 frames" in captured.err and json.loads(captured.out)[0]["frames"] == 2
+    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--sign-map", str(fitted), "--frames", "even",
+                       "--proposals", "builtin", "--threads", "1", "--repeat", "1"]) == 1
+    assert "sign map" in capsys.readouterr().err
+
+
+def test_a_stale_or_foreign_sidecar_is_refused(fitted, exported, tmp_path):
+    stale = tmp_path / "map.tflite"
+    stale.write_bytes(fitted.read_bytes() + b"\0")
+    stale.with_name(stale.name + ".json").write_text(fitted.with_name(fitted.name + ".json").read_text())
+    with pytest.raises(BuildError, match="SHA-256 differs"):
+        SignMap(stale)
+    with pytest.raises(BuildError, match="not a sign-map sidecar"):
+        SignMap(build_file(exported, BUILDS["tflite-int8"]))
+    with pytest.raises(BuildError, match="not found"):
+        SignMap(tmp_path / "none.tflite")
+
+
+def test_the_export_gate_refuses_and_writes_nothing(frames, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(BuildError, match="not written"):
+        fit.fit_sign_map(frames, out, steps=2, crop=128, min_agreement=1.01, progress=False)
+    assert not (out / fit.MAP_FILE).exists() and not list(out.glob("*.tflite"))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    small = synth.write_gtsdb(tmp_path / "small", frames=2)  # 480x320: too small for 256-pixel crops at half size
+    assert fit.main(["--frames", str(small), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "too small" in err and "Traceback" not in err
+    assert fit.main(["--frames", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "has no gt.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        fit.main(["--frames", str(small), "--out", str(tmp_path / "o"), "--steps", "0"])
+    assert e.value.code == 2
