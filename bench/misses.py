@@ -40,6 +40,7 @@ from runtime.errors import cli_errors
 from runtime.pipeline import FramePipeline
 from runtime.proposals import ProposalConfig, Ranker, candidates, default_ranker, propose
 from runtime.roi import iou_matrix
+from runtime.sign_map import SignMap
 
 STAGES = ("hit", "misread", "rejected", "loose", "cut", "near", "none")
 PROPOSAL_STAGES = ("proposed", "cut", "near", "none")
@@ -63,11 +64,12 @@ def _best(truth: list[Annotation], boxes: Sequence[Sequence[float]] | np.ndarray
 
 
 def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: ProposalConfig, ranker: Ranker,
-                pipe: FramePipeline | None, iou: float, near: float) -> list[SignFate]:
-    """The reason of every sign of one frame (see the module docstring)."""
-    cand = _best(truth, candidates(frame, cfg).boxes)
+                pipe: FramePipeline | None, iou: float, near: float, sign_map: SignMap | None = None) -> list[SignFate]:
+    """The reason of every sign of one frame (see the module docstring); the sign map's boxes count as candidates."""
+    learned = [p.box for p in sign_map.propose(frame)] if sign_map is not None else []
+    cand = _best(truth, [*(tuple(b) for b in candidates(frame, cfg).boxes), *learned])
     if pipe is None:
-        proposed = _best(truth, [p.box for p in propose(frame, cfg, ranker)])
+        proposed = _best(truth, [p.box for p in propose(frame, cfg, ranker)] + learned)
         detected: dict[int, str] = {}
     else:
         result = pipe.run(frame)
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".tflite/.onnx build with metadata: diagnose detections too (default: the proposal stage only)")
     p.add_argument("--ranker", type=Path, default=None,
                    help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+    p.add_argument("--sign-map", type=Path, default=None,
+                   help="a learned proposal source (python -m train.sign_map): its boxes join the candidates and proposals")
     p.add_argument("--frames", dest="subset", default="all", choices=("all", "even", "odd"), help="only these frames")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--near", type=float, default=0.3, help="IoU from which a box counts as near the sign (loose, near)")
@@ -154,7 +158,7 @@ class Diagnosis:
 
 
 def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = None, subset: str = "all",
-             iou: float = 0.5, near: float = 0.3) -> Diagnosis:
+             iou: float = 0.5, near: float = 0.3, sign_map: Path | None = None) -> Diagnosis:
     """Every sign's fate in the chosen frames of ``data`` (see the module docstring)."""
     ranker = ranker or default_ranker()
     meta = read_metadata(build) if build is not None else None
@@ -166,11 +170,13 @@ def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = N
         names, num = list(GTSRB_CLASS_NAMES), None
     frames, gt = load_frames(data, num)
     keep = set(select_frames([stem for stem, _ in frames], subset))
-    pipe = FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker) if build is not None else None
+    learned = SignMap(sign_map) if sign_map is not None else None
+    pipe = (FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker, sign_map=learned)
+            if build is not None else None)
     cfg = pipe.proposals if pipe is not None else ProposalConfig()
     fates = [f for stem, frame in frames if stem in keep
-             for f in frame_fates(stem, frame, gt.get(stem, []), cfg, ranker, pipe, iou, near)]
-    return Diagnosis(fates, names, len(keep), frames_that_trained(meta or {}, data, ranker) & keep)
+             for f in frame_fates(stem, frame, gt.get(stem, []), cfg, ranker, pipe, iou, near, learned)]
+    return Diagnosis(fates, names, len(keep), frames_that_trained(meta or {}, data, ranker, learned) & keep)
 
 
 @cli_errors("python -m bench.misses")
@@ -180,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.near <= args.iou <= 1:
         parser.error(f"need 0 < --near ({args.near}) <= --iou ({args.iou}) <= 1")
     ranker = Ranker.load(args.ranker) if args.ranker else None
-    d = diagnose(args.data, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near)
+    d = diagnose(args.data, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near,
+                 sign_map=args.sign_map)
     fates = d.fates
     if args.json:
         print(json.dumps([f.__dict__ for f in fates], indent=1))
@@ -190,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{what} on {d.frames} frames of {args.data} ({len(fates)} signs), "
           f"IoU {args.iou}, near {args.near}")
     if d.fitted:
-        print(f"note: {len(d.fitted)} of these frames fitted the build's background class or the ranker; this "
-              "diagnoses a fit, it does not score one")
+        print(f"note: {len(d.fitted)} of these frames fitted the build's background class, the ranker or the sign map; "
+              "this diagnoses a fit, it does not score one")
     print(tabulate(fates, stages, lambda f: "all"))
     print()
     class_names = {str(i): f"{i} {n}" for i, n in enumerate(d.class_names)}

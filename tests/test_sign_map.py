@@ -111,3 +111,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         fit.main(["--frames", str(small), "--out", str(tmp_path / "o"), "--steps", "0"])
     assert e.value.code == 2
+
+
+def test_bench_misses_counts_the_maps_boxes(fitted, frames, capsys):
+    from bench import misses
+
+    plain = misses.diagnose(frames)
+    with_map = misses.diagnose(frames, sign_map=fitted)
+    assert with_map.fitted == {"00000", "00002"} and not plain.fitted
+    best = {(f.frame, f.class_id, f.side): f.best_iou for f in plain.fates}
+    assert all(f.best_iou >= best[(f.frame, f.class_id, f.side)] for f in with_map.fates)  # more candidates, never fewer
+    assert misses.main(["--data", str(frames), "--sign-map", str(fitted)]) == 0
+    assert "fitted the build's background class, the ranker or the sign map" in capsys.readouterr().out
