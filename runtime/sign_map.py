@@ -25,7 +25,7 @@ from runtime.proposals import Proposal
 
 MAP_FORMAT = "signkit-signmap/1"
 MAP_CUE = "map"
-MAP_KEYS = ("input", "stride", "min_score", "top_k")
+MAP_KEYS = ("input", "stride", "min_score", "top_k", "size_unit")
 
 
 def read_map_metadata(path: Path) -> dict[str, Any]:
@@ -54,18 +54,20 @@ def read_map_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (x1, y1, x2, y2 in frame pixels) and scores of a map's output (h, w, 2: heat, log2 side).
+def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float, sy: float,
+           size_unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x1, y1, x2, y2 in frame pixels) and scores of a map's output (h, w, 2: heat, log2 side / size_unit).
 
     A box per 3x3 local maximum of the heat above ``min_score``, the best ``top_k``; ``sx``/``sy``: frame
-    pixels per map-input pixel."""
+    pixels per map-input pixel. (The side is learned divided by ``size_unit`` so that both channels share
+    one int8 output scale: heat 0..1, side about 0.25..1.25.)"""
     heat = np.ascontiguousarray(out[..., 0], np.float32)
     peak = (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8))) & (heat > min_score)
     ys, xs = np.nonzero(peak)
     scores = heat[ys, xs]
     keep = np.argsort(-scores, kind="stable")[:top_k]
     ys, xs, scores = ys[keep], xs[keep], scores[keep]
-    side = np.exp2(np.clip(out[ys, xs, 1], 2.0, 10.0))  # 4..1024 frame pixels
+    side = np.exp2(np.clip(out[ys, xs, 1] * size_unit, 2.0, 10.0))  # 4..1024 frame pixels
     cx, cy = (xs + 0.5) * stride * sx, (ys + 0.5) * stride * sy
     boxes = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1) if len(side) else np.zeros((0, 4))
     return boxes, scores
@@ -81,6 +83,7 @@ class SignMap:
         self.stride = int(self.meta["stride"])
         self.min_score = float(self.meta["min_score"])
         self.top_k = int(self.meta["top_k"])
+        self.size_unit = float(self.meta["size_unit"])
         self.backend = TFLiteBackend(self.path, threads)
         if self.backend.input_shape != (self.height, self.width, 3):
             raise BuildError(f"{self.path}: sidecar says input {self.height}x{self.width}x3 but the model takes "
@@ -97,7 +100,8 @@ class SignMap:
         small = cv2.resize(frame_bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
         x = small[None].astype(np.float32) * np.float32(1 / 255)
         out = self.backend.run(x)[0]
-        boxes, scores = decode(out, self.stride, self.min_score, self.top_k, w / self.width, h / self.height)
+        boxes, scores = decode(out, self.stride, self.min_score, self.top_k, w / self.width, h / self.height,
+                               self.size_unit)
         props = []
         for (x1, y1, x2, y2), s in zip(boxes, scores):
             box = (max(0, int(np.floor(x1))), max(0, int(np.floor(y1))), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))

@@ -30,6 +30,9 @@ def test_decode_takes_local_maxima_above_the_score_with_their_sides():
     np.testing.assert_allclose(boxes[0], [cx - 16, cy - 16, cx + 16, cy + 16])
     assert boxes[1][2] - boxes[1][0] == 16
     assert len(decode(out, 4, 0.05, 1, 1.0, 1.0)[0]) == 1  # top_k
+    scaled = out.copy()
+    scaled[..., 1] /= 8  # the side as the map learns it, log2 / size_unit
+    np.testing.assert_allclose(decode(scaled, 4, 0.05, 10, 2.0, 2.0, size_unit=8)[0], boxes)
     assert decode(np.zeros((4, 4, 2), np.float32), 4, 0.05, 5, 1.0, 1.0)[0].shape == (0, 4)
 
 
@@ -49,6 +52,7 @@ def test_fitted_map_is_written_with_what_it_was_fitted_on(fitted, frames):
     meta = json.loads(fitted.with_name(fitted.name + ".json").read_text())
     assert meta["format"] == "signkit-signmap/1" and meta["frames"] == ["00000", "00002"]
     assert meta["input"] == [280, 320, 3] and meta["stride"] == fit.STRIDE and meta["params"] > 0
+    assert meta["size_unit"] == fit.SIZE_UNIT
     assert (fitted.parent / "sign_map.keras").is_file()
     m = SignMap(fitted)
     assert m.fitted_on == (["00000", "00002"], meta["frames_gt_sha256"])

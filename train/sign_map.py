@@ -5,7 +5,8 @@
 A tiny fully-convolutional net over the half-size frame (runtime.sign_map runs it): a stride-4 trunk,
 a stride-8 context branch with dilated convolutions, and two 1x1 heads at stride 4, a sigmoid heat
 map of sign centres (focal loss against a Gaussian at each annotated centre, sigma a quarter of the
-sign) and log2 of the sign's side in frame pixels at the centres (L1). Trained on random crops of
+sign) and log2 of the sign's side in frame pixels at the centres (L1; divided by 8, so that both
+channels share one int8 output scale). Trained on random crops of
 the frames (most of them around a sign) with brightness and contrast jitter.
 
 Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
@@ -37,6 +38,7 @@ SCALE = 0.5  # the map sees the frame at half size, like the colour cues
 STRIDE = 4
 MIN_SCORE = 0.05
 TOP_K = 20
+SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range as the heat, one int8 output scale
 MAP_FILE = "sign_map_int8.tflite"
 
 
@@ -72,7 +74,7 @@ def targets(signs: Sequence[Annotation], height: int, width: int) -> np.ndarray:
         ix, iy = int(cx), int(cy)
         if 0 <= iy < gh and 0 <= ix < gw:
             heat[iy, ix] = 1.0
-            size[iy, ix] = np.log2(side * STRIDE / SCALE)
+            size[iy, ix] = np.log2(side * STRIDE / SCALE) / SIZE_UNIT
             mask[iy, ix] = 1.0
     return np.stack([heat, size, mask], axis=-1)
 
@@ -85,7 +87,7 @@ def map_loss(y: Any, p: Any) -> Any:
     pos = ops.cast(heat >= 0.999, "float32")
     focal = -(pos * (1 - ph) ** 2 * ops.log(ph) + (1 - pos) * (1 - heat) ** 4 * ph**2 * ops.log(1 - ph))
     n = ops.maximum(ops.sum(pos), 1.0)
-    return ops.sum(focal) / n + 0.5 * ops.sum(mask * ops.abs(p[..., 1] - size)) / n
+    return ops.sum(focal) / n + 0.5 * SIZE_UNIT * ops.sum(mask * ops.abs(p[..., 1] - size)) / n
 
 
 def _crops(rng: np.random.Generator, smalls: list[np.ndarray], maps: list[np.ndarray], signs: list[list[Annotation]],
@@ -197,7 +199,7 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
                          f"{min_agreement:.0%}); not written. Fit it longer or on more frames")
     h, w = x.shape[1:3]
     meta = {"format": MAP_FORMAT, "input": [int(h), int(w), 3], "colour": "bgr", "scale": SCALE, "stride": STRIDE,
-            "min_score": MIN_SCORE, "top_k": TOP_K, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
+            "min_score": MIN_SCORE, "top_k": TOP_K, "size_unit": SIZE_UNIT, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
             "frames_gt_sha256": annotations_fingerprint(frames_dir), "steps": steps, "training_seconds": round(seconds, 1),
             "params": int(model.count_params()), "int8_peak_agreement": round(agreement, 4),
             "model_sha256": hashlib.sha256(data).hexdigest()}
