@@ -15,9 +15,9 @@ Each setting runs ``--repeat`` times and the fastest pass is reported; the score
 every pass.
 
 Frames that fitted the proposal ranker (``--ranker``, default the runtime's own), the learned
-sign map (``--sign-map``) or mined the build's background class are left out: a frame that trained the pipeline cannot test it. To score
-every frame, give two builds (and their rankers) trained on complementary halves: each is scored on
-the frames it did not train on, and the two are pooled.
+sign map (``--sign-map``) or mined the build's background class are left out: a frame that trained
+the pipeline cannot test it. To score every frame, give two builds (and their rankers) trained on
+complementary halves: each is scored on the frames it did not train on, and the two are pooled.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The colour cues miss signs no colour threshold separates (solid red "stop" and "no entry", the
 white end-of-limit signs, washed-out signs). The map, fitted on annotated frames by
 ``python -m train.sign_map``, marks sign centres on a stride-``stride`` grid of the downscaled
-frame, with the sign's side (log2, in frame pixels) at each centre. Its local maxima above
+frame, with the sign's side (log2 in frame pixels, divided by ``size_unit``) at each centre. Its local maxima above
 ``min_score`` become proposals of cue ``"map"``, beside the colour cues' (a few a frame: the
 classifier and its background class decide what they are). Runs on TFLite, like a build; its
 sidecar records everything else (input size, scale, stride, the frames it was fitted on).

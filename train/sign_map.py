@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
-from runtime.atomic import ensure_writable_dir, write_bytes_atomic, write_text_atomic
+from runtime.atomic import atomic_path, ensure_writable_dir, write_bytes_atomic, write_text_atomic
 from runtime.builds import sidecar_of
 from runtime.cli import HelpFormatter
 from runtime.errors import BuildError, ConfigError, cli_errors
@@ -166,10 +166,8 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
             print(f"step {step + 1}/{steps}: loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     fixed = build_map_model(keras, h, w)
     fixed.set_weights(model.get_weights())
-    keras_file = out / "sign_map.keras"
-    tmp = keras_file.with_name(keras_file.name + ".part.keras")
-    fixed.save(tmp)
-    tmp.replace(keras_file)
+    with atomic_path(out / "sign_map.keras") as tmp:
+        fixed.save(tmp)
     return export_sign_map(fixed, smalls, out, frames_dir, stems, steps=steps, seconds=time.time() - t0,
                            min_agreement=min_agreement)
 
@@ -179,8 +177,11 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
     from export.convert import to_tflite
     from runtime.backends import TFLiteBackend
 
-    x = np.stack(smalls).astype(np.float32) / 255.0
-    calib = x[np.random.default_rng(0).permutation(len(x))[:40]]
+    def scaled(frames: Sequence[np.ndarray]) -> np.ndarray:  # only the frames used: all of them at once are ~1 GB
+        return np.stack(frames).astype(np.float32) / 255.0
+
+    calib = scaled([smalls[i] for i in np.random.default_rng(0).permutation(len(smalls))[:40]])
+    check = scaled(smalls[:20])
     data = to_tflite(model, "int8", calib)
     dest = out / MAP_FILE
     tmp = dest.with_name(dest.name + ".check.tflite")
@@ -188,7 +189,7 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
     try:
         backend = TFLiteBackend(tmp, threads=1)
         found = peaks = 0
-        for xi in x[:20]:
+        for xi in check:
             f, n = peak_agreement(model.predict(xi[None], verbose=0)[0], backend.run(xi[None])[0])
             found, peaks = found + f, peaks + n
     finally:
@@ -197,7 +198,7 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
     if agreement < min_agreement:
         raise BuildError(f"the int8 sign map finds {found} of the float map's {peaks} peaks ({agreement:.0%} < "
                          f"{min_agreement:.0%}); not written. Fit it longer or on more frames")
-    h, w = x.shape[1:3]
+    h, w = check.shape[1:3]
     meta = {"format": MAP_FORMAT, "input": [int(h), int(w), 3], "colour": "bgr", "scale": SCALE, "stride": STRIDE,
             "min_score": MIN_SCORE, "top_k": TOP_K, "size_unit": SIZE_UNIT, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
             "frames_gt_sha256": annotations_fingerprint(frames_dir), "steps": steps, "training_seconds": round(seconds, 1),
