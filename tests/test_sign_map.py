@@ -127,3 +127,27 @@ def test_bench_misses_counts_the_maps_boxes(fitted, frames, capsys):
     assert all(f.best_iou >= best[(f.frame, f.class_id, f.side)] for f in with_map.fates)  # more candidates, never fewer
     assert misses.main(["--data", str(frames), "--sign-map", str(fitted)]) == 0
     assert "fitted the build's background class, the ranker or the sign map" in capsys.readouterr().out
+
+
+def test_negatives_mined_with_the_map_take_its_sign_free_boxes_first(fitted, frames, tmp_path):
+    from runtime.annotations import frame_files
+    from runtime.roi import iou_matrix
+    from train import negatives
+
+    out = tmp_path / "neg"
+    assert negatives.main(["--frames", str(frames), "--out", str(out), "--subset", "odd", "--per-frame", "30",
+                           "--sign-map", str(fitted), "--quiet"]) == 0
+    manifest = json.loads((out / "negatives.json").read_text())
+    assert manifest["sign_map"] == str(fitted.resolve()) and manifest["frames"] == ["00001", "00003"]
+    _, gt = frame_files(frames)
+    m, taken = SignMap(fitted), 0
+    for stem in manifest["frames"]:
+        chosen = [tuple(c["box"]) for c in manifest["crops"] if c["frame"] == stem]
+        signs = [a.box for a in gt.get(stem, [])]
+        assert chosen and (not signs or iou_matrix(chosen, signs).max() < 0.1)
+        mapped = {tuple(p.box) for p in m.propose(read_frame(frames / f"{stem}.jpg"))}
+        from_map = [b in mapped for b in chosen]
+        n = sum(from_map)
+        assert from_map == [True] * n + [False] * (len(chosen) - n)  # the map's boxes come before all others
+        taken += n
+    assert taken > 0

@@ -30,6 +30,7 @@ from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import expand_box
 from runtime.proposals import ProposalConfig, Ranker, propose
 from runtime.roi import iou_matrix
+from runtime.sign_map import SignMap
 
 MAX_SIGN_SHARE = 0.25  # of a sign's area a negative may hold
 
@@ -45,14 +46,19 @@ def sign_share(box: Sequence[float], signs: Sequence[Sequence[float]]) -> float:
 
 
 def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Generator,
-                   ranker: Ranker | None = None, pool: int = 256) -> list[tuple[int, int, int, int]]:
+                   ranker: Ranker | None = None, pool: int = 256,
+                   sign_map: SignMap | None = None) -> list[tuple[int, int, int, int]]:
     """Up to ``count`` boxes with IoU < 0.1 to every sign and at most a quarter of any sign inside
     (:data:`MAX_SIGN_SHARE`): two thirds drawn from a wide pool of
     proposals (the regions the runtime will hand over, not only the most sign-like), one third
-    random boxes of sign size; none overlapping another by IoU >= 0.5 (no near-copies)."""
+    random boxes of sign size; none overlapping another by IoU >= 0.5 (no near-copies). With a
+    ``sign_map``, its boxes come first in the proposals' share: the sign-like places the map adds
+    are the negatives a pipeline with the map meets most."""
     h, w = frame.shape[:2]
     props = [p.box for p in propose(frame, ProposalConfig(max_proposals=pool), ranker)]
     props = [props[i] for i in rng.permutation(len(props))]
+    if sign_map is not None:
+        props = [p.box for p in sign_map.propose(frame)] + props
     sides = rng.integers(16, 128, count)
     rand = [(int(x), int(y), int(x + s), int(y + s))
             for s, x, y in zip(sides, rng.integers(0, max(1, w - 128), count), rng.integers(0, max(1, h - 128), count))]
@@ -71,7 +77,7 @@ def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Ge
 
 
 def mine(frames_dir: Path, out: Path, *, subset: str = "all", per_frame: int = 150, margin: float = 0.1,
-         seed: int = 0, progress: bool = True, ranker: Ranker | None = None) -> dict:
+         seed: int = 0, progress: bool = True, ranker: Ranker | None = None, sign_map: Path | None = None) -> dict:
     """Write negative crops of the chosen frames to ``out``; return the manifest."""
     files, gt = frame_files(frames_dir)
     stems = select_frames(sorted(files), subset)
@@ -79,19 +85,21 @@ def mine(frames_dir: Path, out: Path, *, subset: str = "all", per_frame: int = 1
         raise ConfigError(f"{frames_dir}: no frames for --subset {subset}")
     out = ensure_writable_dir(out)
     rng = np.random.default_rng(seed)
+    learned = SignMap(sign_map) if sign_map is not None else None
     crops: list[dict] = []
     for stem in tqdm(stems, desc="mining negatives", unit="frame", disable=not progress, file=sys.stderr):
         frame = read_frame(files[stem])
         h, w = frame.shape[:2]
         signs = [a.box for a in gt.get(stem, [])]
-        candidates = pick_negatives(frame, signs, per_frame, rng, ranker)
+        candidates = pick_negatives(frame, signs, per_frame, rng, ranker, sign_map=learned)
         for k, box in enumerate(candidates):
             x1, y1, x2, y2 = expand_box(box, margin, w, h)
             name = f"{stem}_{k:03d}.png"
             cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
             crops.append({"file": name, "frame": stem, "box": list(box)})
     manifest = {"source": str(frames_dir.resolve()), "gt_sha256": annotations_fingerprint(frames_dir), "subset": subset,
-                "frames": stems, "count": len(crops), "crops": crops, "margin": margin, "note": "frames listed here trained the background class: do not score on them"}
+                "frames": stems, "count": len(crops), "crops": crops, "margin": margin,
+                "sign_map": str(Path(sign_map).resolve()) if sign_map is not None else None, "note": "frames listed here trained the background class: do not score on them"}
     write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
     return manifest
 
@@ -111,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranker", type=Path, default=None,
                    help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+    p.add_argument("--sign-map", type=Path, default=None,
+                   help="a learned proposal source (python -m train.sign_map): its sign-free boxes are mined first")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -120,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ranker = Ranker.load(args.ranker) if args.ranker else None
     m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet,
-             ranker=ranker)
+             ranker=ranker, sign_map=args.sign_map)
     print(f"{m['count']} negative crops from {len(m['frames'])} frames -> {args.out} (train with --background {args.out})")
     return 0
 
