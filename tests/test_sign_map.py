@@ -138,7 +138,7 @@ def test_negatives_mined_with_the_map_take_its_sign_free_boxes_first(fitted, fra
     assert negatives.main(["--frames", str(frames), "--out", str(out), "--subset", "odd", "--per-frame", "30",
                            "--sign-map", str(fitted), "--quiet"]) == 0
     manifest = json.loads((out / "negatives.json").read_text())
-    assert manifest["sign_map"] == str(fitted.resolve()) and manifest["frames"] == ["00001", "00003"]
+    assert manifest["sign_maps"] == [str(fitted.resolve())] and manifest["frames"] == ["00001", "00003"]
     _, gt = frame_files(frames)
     m, taken = SignMap(fitted), 0
     for stem in manifest["frames"]:
@@ -151,3 +151,20 @@ def test_negatives_mined_with_the_map_take_its_sign_free_boxes_first(fitted, fra
         assert from_map == [True] * n + [False] * (len(chosen) - n)  # the map's boxes come before all others
         taken += n
     assert taken > 0
+
+
+def test_each_frame_is_mined_with_a_map_that_did_not_fit_it(fitted, frames, tmp_path):
+    import shutil
+
+    from train import negatives
+
+    odd = tmp_path / "odd" / fitted.name  # the same network, its sidecar saying it was fitted on the odd frames
+    odd.parent.mkdir()
+    shutil.copy(fitted, odd)
+    meta = json.loads(fitted.with_name(fitted.name + ".json").read_text())
+    (odd.parent / (odd.name + ".json")).write_text(json.dumps({**meta, "frames": ["00001", "00003"]}))
+    manifest = negatives.mine(frames, tmp_path / "neg", per_frame=10, progress=False, sign_maps=[fitted, odd])
+    used = {c["frame"]: c["sign_map"] for c in manifest["crops"]}
+    assert used == {"00000": 1, "00001": 0, "00002": 1, "00003": 0}
+    alone = negatives.mine(frames, tmp_path / "neg1", per_frame=10, progress=False, sign_maps=[fitted])
+    assert {c["sign_map"] for c in alone["crops"]} == {0}  # every map saw the frame: the first one, as asked

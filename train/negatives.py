@@ -77,29 +77,38 @@ def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Ge
 
 
 def mine(frames_dir: Path, out: Path, *, subset: str = "all", per_frame: int = 150, margin: float = 0.1,
-         seed: int = 0, progress: bool = True, ranker: Ranker | None = None, sign_map: Path | None = None) -> dict:
-    """Write negative crops of the chosen frames to ``out``; return the manifest."""
+         seed: int = 0, progress: bool = True, ranker: Ranker | None = None, sign_maps: Sequence[Path] = ()) -> dict:
+    """Write negative crops of the chosen frames to ``out``; return the manifest.
+
+    With ``sign_maps``, each frame is mined with the first map that was not fitted on it (a map
+    makes fewer and other false boxes on its own frames than on new ones: fit one map on the even
+    frames and one on the odd, and each frame gets the boxes of the map that never saw it), or,
+    where every map saw the frame, with the first map."""
     files, gt = frame_files(frames_dir)
     stems = select_frames(sorted(files), subset)
     if not stems:
         raise ConfigError(f"{frames_dir}: no frames for --subset {subset}")
     out = ensure_writable_dir(out)
     rng = np.random.default_rng(seed)
-    learned = SignMap(sign_map) if sign_map is not None else None
+    maps = [SignMap(p) for p in sign_maps]
+    gt_sha = annotations_fingerprint(frames_dir)
+    seen = [set(m.fitted_on[0]) if m.fitted_on[1] == gt_sha else set() for m in maps]
     crops: list[dict] = []
     for stem in tqdm(stems, desc="mining negatives", unit="frame", disable=not progress, file=sys.stderr):
         frame = read_frame(files[stem])
         h, w = frame.shape[:2]
         signs = [a.box for a in gt.get(stem, [])]
-        candidates = pick_negatives(frame, signs, per_frame, rng, ranker, sign_map=learned)
+        unseen = [i for i, frames in enumerate(seen) if stem not in frames]
+        pick = (unseen or [0])[0] if maps else None
+        candidates = pick_negatives(frame, signs, per_frame, rng, ranker, sign_map=maps[pick] if pick is not None else None)
         for k, box in enumerate(candidates):
             x1, y1, x2, y2 = expand_box(box, margin, w, h)
             name = f"{stem}_{k:03d}.png"
             cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
-            crops.append({"file": name, "frame": stem, "box": list(box)})
-    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": annotations_fingerprint(frames_dir), "subset": subset,
+            crops.append({"file": name, "frame": stem, "box": list(box), "sign_map": pick})
+    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": gt_sha, "subset": subset,
                 "frames": stems, "count": len(crops), "crops": crops, "margin": margin,
-                "sign_map": str(Path(sign_map).resolve()) if sign_map is not None else None, "note": "frames listed here trained the background class: do not score on them"}
+                "sign_maps": [str(Path(p).resolve()) for p in sign_maps], "note": "frames listed here trained the background class: do not score on them"}
     write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
     return manifest
 
@@ -119,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranker", type=Path, default=None,
                    help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
-    p.add_argument("--sign-map", type=Path, default=None,
-                   help="a learned proposal source (python -m train.sign_map): its sign-free boxes are mined first")
+    p.add_argument("--sign-map", type=Path, nargs="+", default=[], metavar="MAP",
+                   help="learned proposal sources (python -m train.sign_map): their sign-free boxes are mined first, "
+                        "each frame with the first map not fitted on it (crops' \"sign_map\": its index)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -130,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ranker = Ranker.load(args.ranker) if args.ranker else None
     m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet,
-             ranker=ranker, sign_map=args.sign_map)
+             ranker=ranker, sign_maps=args.sign_map)
     print(f"{m['count']} negative crops from {len(m['frames'])} frames -> {args.out} (train with --background {args.out})")
     return 0
 
