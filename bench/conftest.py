@@ -5,7 +5,7 @@
     SIGNKIT_BENCH_MODEL=runs/edge-default pytest bench/ --benchmark-only --benchmark-json=before.json
 
 Builds come from ``--artifacts RUN`` (or $SIGNKIT_BENCH_MODEL); without either, a session fixture
-trains an edge model of the real size (32x32, 43 classes) on generated data for one epoch and
+trains the default model (edge-xs) at the real size (32x32, 43 classes) on generated data for one epoch and
 exports every build once, so the command works on a fresh clone. Its latencies are those of the
 real architecture (time does not depend on the weights); its accuracy means nothing. A build
 that is not there, or whose backend is not installed, is skipped with the reason.
@@ -53,7 +53,7 @@ VERSIONS = _versions()
 
 
 def _latency_twin(root: Path) -> Path:
-    """An edge model of the real input size and class count, trained one epoch on generated signs, every build exported."""
+    """The default model at the real input size and class count, trained one epoch on generated signs, every build exported."""
     from export import all as export_all
     from tests import synth
     from train.__main__ import main as train_main

@@ -66,7 +66,7 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny edge model trained for four short epochs on the Kaggle fixture, through the real CLI."""
+    """A tiny default model (edge-xs, CLAHE) trained for four short epochs on the Kaggle fixture, through the real CLI."""
     from tests import synth as _synth
     from train.__main__ import main
 

@@ -88,7 +88,7 @@ def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"common": ["--img-size", "16", "--batch-size", "16", "--val-fraction", "0.2",
                                            "--devtest-fraction", "0.2", "--split-seed", "0"],
-                                "candidates": {"edge": [], "edge-ds": ["--arch", "edge-ds", "--contrast", "clahe"]},
+                                "candidates": {"edge": ["--arch", "edge", "--contrast", "none"], "edge-ds": ["--arch", "edge-ds", "--contrast", "clahe"]},
                                 "export": ["--calib-samples", "100", "--no-verify"]}))
     out = tmp_path / "study"
     assert sweep.main(["--data", str(kaggle_dir), "--plan", str(plan), "--out", str(out), "--seeds", "0", "--epochs", "1"]) == 0
@@ -97,7 +97,7 @@ def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
     assert rows["edge-ds"]["macs_m"] < rows["edge"]["macs_m"] and rows["edge-ds"]["int8_kb"] < rows["edge"]["int8_kb"]
     study = json.loads((out / "edge" / "s0" / "study.json").read_text())
     assert 0 <= study["int8_acc"] <= 1 and study["devtest_images"] > 0 and "int8_acc_16px" in study
-    assert (out / "sweep.png").is_file() and "| edge |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").is_file() and (out / "sweep.svg").is_file() and "| edge |" in (out / "sweep.md").read_text()
     mtime = (out / "edge" / "s0" / "model.keras").stat().st_mtime
     assert sweep.main(["--data", str(kaggle_dir), "--plan", str(plan), "--out", str(out), "--seeds", "0", "--epochs", "1"]) == 0
     assert (out / "edge" / "s0" / "model.keras").stat().st_mtime == mtime  # resumable: nothing done twice

@@ -19,7 +19,7 @@ def test_training_writes_a_complete_run(trained_run):
                  "checkpoints/state.json"):
         assert (trained_run / name).is_file(), name
     meta = json.loads((trained_run / "metadata.json").read_text())
-    assert meta["arch"] == "edge" and meta["num_classes"] == 4
+    assert meta["arch"] == "edge-xs" and meta["num_classes"] == 4
     assert meta["input"] == {"size": 16, "channels": 3, "dtype": "float32", "colour": "rgb", "layout": "NHWC"}
     assert meta["dataset"]["split"]["kind"] == "track"
     assert meta["epochs_run"] == 4 and meta["params"] > 100_000
@@ -153,3 +153,16 @@ def test_cli_architecture_choices_match_the_model_registry():
     from train.models import ARCHS
 
     assert tuple(ARCHS) == ARCH_NAMES
+
+
+def test_a_run_recorded_before_the_defaults_changed_keeps_its_old_settings():
+    from pathlib import Path
+
+    from train.config import TrainConfig, from_json, to_json
+
+    today = to_json(TrainConfig(data=Path("d"), out=Path("o")))
+    assert today["arch"] == "edge-xs" and today["contrast"] == "clahe"
+    old = {k: v for k, v in today.items() if k not in ("arch", "contrast")}  # written before either was recorded
+    cfg = from_json(old, Path("o"))
+    assert cfg.arch == "edge" and cfg.contrast == "none"
+    assert from_json(today, Path("o")).contrast == "clahe"

@@ -54,15 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, default=default_data(), help="dataset folder, zip or pickle ($GTSRB_DIR)")
     p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS), help="dataset layout")
-    p.add_argument("--arch", default="edge", choices=ARCH_NAMES, help="architecture (edge: int8-friendly default)")
+    p.add_argument("--arch", default=TrainConfig.arch, choices=ARCH_NAMES,
+                   help="architecture (edge-xs: the default, 146 KB int8; edge: the default before, 306 KB)")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the architecture's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="spread this much of each label over the other classes")
-    p.add_argument("--contrast", default="none", choices=("none", "clahe"),
-                   help="clahe: equalise each crop's lightness (dark, backlit signs) in the shared preprocessing the Pi runs too")
+    p.add_argument("--contrast", default=TrainConfig.contrast, choices=("none", "clahe"),
+                   help="clahe: equalise each crop's lightness (dark, backlit signs) in the shared preprocessing the Pi runs "
+                        "too; none: the crops as they are (the old default model: --arch edge --contrast none)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of each class's tracks held out")
     p.add_argument("--patience", type=int, default=8,
                    help="early-stopping patience in epochs, counted only in the last third of the schedule")

@@ -15,14 +15,14 @@ from train.augment import AugmentConfig
 class TrainConfig:
     data: Path
     out: Path
-    arch: str = "edge"
+    arch: str = "edge-xs"  # before 2026-11-22: "edge" (LEGACY_DEFAULTS)
     epochs: int = 30
     img_size: int | None = None  # None: the architecture's default
     batch_size: int = 64
     lr: float = 2e-3  # peak of the warm-up + cosine schedule
     weight_decay: float = 5e-3  # AdamW's decoupled weight decay
     label_smoothing: float = 0.0
-    contrast: str = "none"  # "clahe": equalise each crop's lightness before normalising (runtime.preprocess)
+    contrast: str = "clahe"  # "none" before 2026-11-22; "clahe": equalise each crop's lightness before normalising (runtime.preprocess)
     seed: int = 0  # weights and batch order
     split_seed: int | None = None  # which tracks are held out (None: the seed's); fixed across the seeds of a study
     val_fraction: float = 0.1
@@ -62,9 +62,14 @@ def to_json(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
+# The defaults a run recorded before they changed: a run written before a setting existed trained
+# with its old default, not today's (the default model became edge-xs + CLAHE on 2026-11-22).
+LEGACY_DEFAULTS: dict[str, Any] = {"arch": "edge", "contrast": "none"}
+
+
 def from_json(data: dict[str, Any], out: Path) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in data.items() if k in known}
+    values = {**LEGACY_DEFAULTS, **{k: v for k, v in data.items() if k in known}}
     paths = {k: Path(values[k]) if values.get(k) else None for k in ("background", "init_from", "add")}
     values.update(data=Path(values["data"]), out=Path(out), **paths,
                   augment=AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None)

@@ -10,7 +10,7 @@ and measured (``--measure``): dev-test accuracy of the float model and the int8 
 runtime, per-class recall, accuracy under the degradations real frames bring (``train.degrade``),
 MACs and parameters, int8 size and ms per ROI. Every step is skipped when its output exists and a
 killed training is resumed, so the same command picks a study up where it stopped; ``--jobs N``
-runs N candidates side by side. OUT/sweep.{md,csv,json} and sweep.png (the Pareto view) hold the
+runs N candidates side by side. OUT/sweep.{md,csv,json} and sweep.png/.svg (the Pareto view) hold the
 means and spreads over seeds.
 """
 
@@ -191,6 +191,8 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> Path:
     ax.set_ylabel("dev-test accuracy of the int8 build, %")
     ax.set_title("candidates: accuracy vs MACs (marker area = int8 KB)")
     ax.grid(alpha=0.3)
+    with atomic_path(out / "sweep.svg") as tmp:  # text, for docs/ (no dates inside: the same study draws the same file)
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
     return save_figure(fig, out / "sweep.png")
 
 

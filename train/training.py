@@ -17,7 +17,7 @@ from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.augment import augment_batch
-from train.config import TrainConfig, check_same_run, from_json, to_json
+from train.config import LEGACY_DEFAULTS, TrainConfig, check_same_run, from_json, to_json
 from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
@@ -46,7 +46,9 @@ def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_da
     return TrainConfig(data=Path(data or meta["dataset"]["path"]), out=Path("."),
                        fmt=meta["dataset"]["format"] if same_data else "auto",
                        val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
-                       margin=meta["preprocess"]["margin"], background=Path(bg["path"]) if bg else None, progress=False)
+                       margin=meta["preprocess"]["margin"], background=Path(bg["path"]) if bg else None, progress=False,
+                       arch=meta.get("arch", LEGACY_DEFAULTS["arch"]),
+                       contrast=meta["preprocess"].get("contrast", LEGACY_DEFAULTS["contrast"]))
 
 
 def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
