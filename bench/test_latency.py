@@ -77,7 +77,10 @@ def test_invoke(benchmark, bench_run, build_spec, threads, batch, real_rois):
     _info(benchmark, build_spec, clf.path, threads, batch, first)
     probs = benchmark(clf.predict_proba, x)
     _p95(benchmark)
-    assert probs.shape == (batch, len(clf.class_names)) and np.allclose(probs.sum(1), 1.0, atol=0.02)
+    k = len(clf.class_names)
+    # an int8 softmax output holds each probability to 1/255: its sum may be off by half a step a class
+    tol = max(0.02, k / 2 / 255) if build_spec.precision == "int8" else 0.02
+    assert probs.shape == (batch, k) and np.allclose(probs.sum(1), 1.0, atol=tol)
 
 
 def test_proposals(benchmark, road_frames):

@@ -99,7 +99,7 @@ def test_explain_writes_maps_gradcam_weights_and_dead_filters(explained):
     md = (explained / "explain.md").read_text()
     assert "## Dead filters" in md and md.count("| re_lu") == 6
     dead = json.loads((explained / "dead_filters.json").read_text())
-    assert [d["filters"] for d in dead] == [32, 32, 64, 64, 128, 128]
+    assert [d["filters"] for d in dead] == [24, 24, 48, 48, 80, 80]  # edge-xs, the default, layer by layer
     cams = sorted(explained.glob("*_gradcam.png"))
     assert len(cams) == 4
     assert cv2.imread(str(cams[0])).shape[1] == 3 * 64  # crop, predicted, true: 16 px crops shown 4x
