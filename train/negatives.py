@@ -6,7 +6,8 @@
 Crops come from a wide pool of built-in proposals (the hard negatives the runtime will meet, not
 only the most sign-like) and from random boxes of sign size, all with IoU < 0.1 to every annotated
 sign, holding no more than a quarter of any sign (a box four times a sign's side has IoU < 0.1
-with it, yet the sign is plain to see in the crop), and none a near-copy of another (IoU < 0.5). Each crop is the box plus the
+with it, yet the sign is plain to see in the crop), and none a near-copy of another (IoU < 0.5);
+with ``--sign-map``, a learned map's boxes are taken first. Each crop is the box plus the
 classifier's margin, as the runtime would cut it. ``negatives.json`` records the frames used, so
 ``bench.gtsdb`` can leave them out of its scores: a frame that trained the model cannot test it.
 """

@@ -191,7 +191,8 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> Path:
     ax.set_ylabel("dev-test accuracy of the int8 build, %")
     ax.set_title("candidates: accuracy vs MACs (marker area = int8 KB)")
     ax.grid(alpha=0.3)
-    with atomic_path(out / "sweep.svg") as tmp:  # text, for docs/ (no dates inside: the same study draws the same file)
+    # text, for docs/: no date and fixed ids inside, so the same study draws the same file
+    with atomic_path(out / "sweep.svg") as tmp, plt.rc_context({"svg.hashsalt": "signkit-sweep"}):
         fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
     return save_figure(fig, out / "sweep.png")
 
