@@ -168,3 +168,52 @@ def test_each_frame_is_mined_with_a_map_that_did_not_fit_it(fitted, frames, tmp_
     assert used == {"00000": 1, "00001": 0, "00002": 1, "00003": 0}
     alone = negatives.mine(frames, tmp_path / "neg1", per_frame=10, progress=False, sign_maps=[fitted])
     assert {c["sign_map"] for c in alone["crops"]} == {0}  # every map saw the frame: the first one, as asked
+
+
+def _solid_pool(n: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(150, 256, (n, 1, 1, 3)).astype(np.uint8).repeat(48, 1).repeat(48, 2)
+
+
+def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
+    img = np.full((128, 128, 3), 40, np.uint8)
+    t = np.zeros((128 // fit.STRIDE, 128 // fit.STRIDE, 3), np.float32)
+    fit.mark_sign(t, 20.0, 20.0, 16.0)  # a sign already there
+    before = img.copy()
+    n = fit.paste_signs(np.random.default_rng(3), img, t, _solid_pool(), 4)
+    assert n >= 1 and t[..., 2].sum() == n + 1
+    centres = np.argwhere(t[..., 2] == 1) * fit.STRIDE
+    for cy, cx in centres:
+        if (cy, cx) == (20, 20):
+            continue
+        assert np.hypot(cy - 20, cx - 20) > 16  # not on the sign that was there
+        assert img[cy, cx].astype(int).sum() > before[cy, cx].astype(int).sum()  # the bright sign is there now
+        side = 2 ** (t[cy // fit.STRIDE, cx // fit.STRIDE, 1] * fit.SIZE_UNIT) * fit.SCALE
+        assert fit.PASTE_SIDES[0] - 1 <= side <= fit.PASTE_SIDES[1] + 1
+    changed = np.argwhere((img != before).any(axis=2))
+    far = np.min([np.hypot(*(changed - c).T) for c in centres], axis=0)
+    assert far.max() < fit.PASTE_SIDES[1]  # pixels change only around what was pasted
+
+
+def test_targets_are_the_marked_signs():
+    from runtime.annotations import Annotation
+
+    t = fit.targets([Annotation((100, 60, 140, 100), 3)], 160, 200)
+    assert t[..., 2].sum() == 1 and t[40 // fit.STRIDE, 60 // fit.STRIDE, 2] == 1  # the centre (120, 80), halved
+    assert np.isclose(2 ** (t[..., 1].max() * fit.SIZE_UNIT), 40)
+
+
+def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_path):
+    path = fit.fit_sign_map(frames, tmp_path / "run", steps=3, crop=128, paste=kaggle_dir, paste_rate=2, min_agreement=0.0,
+                            progress=False)
+    pasted = json.loads(path.with_name(path.name + ".json").read_text())["pasted"]
+    assert pasted["images"] > 0 and pasted["rate"] == 2 and pasted["fingerprint"] and pasted["source"] == str(kaggle_dir)
+
+
+def test_paste_errors_are_one_line(frames, tmp_path, capsys):
+    assert fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(tmp_path / "none"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "none" in err and "Traceback" not in err and not (tmp_path / "o" / fit.MAP_FILE).exists()
+    with pytest.raises(SystemExit) as e:
+        fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste-rate", "9"])
+    assert e.value.code == 2

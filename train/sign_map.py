@@ -40,6 +40,9 @@ MIN_SCORE = 0.05
 TOP_K = 20
 SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range as the heat, one int8 output scale
 MAP_FILE = "sign_map_int8.tflite"
+PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the half-size frame: 16-128 frame pixels, GTSDB's range
+PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this much)
+PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
 
 
 def build_map_model(keras: Any, height: int | None = None, width: int | None = None) -> Any:
@@ -61,22 +64,72 @@ def build_map_model(keras: Any, height: int | None = None, width: int | None = N
     return keras.Model(inp, layers.Concatenate(name="map")([heat, size]), name="sign_map")
 
 
+def mark_sign(t: np.ndarray, cx: float, cy: float, side: float) -> None:
+    """Add one sign to a target (the cells of a half-size frame at STRIDE) in place: its Gaussian, and its side.
+
+    ``cx``, ``cy`` and ``side`` are in half-size frame pixels."""
+    gh, gw = t.shape[:2]
+    cx, cy, cells = cx / STRIDE, cy / STRIDE, side / STRIDE
+    yy, xx = np.mgrid[0:gh, 0:gw]
+    sigma = max(cells / 4, 0.7)
+    t[..., 0] = np.maximum(t[..., 0], np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)))
+    ix, iy = int(cx), int(cy)
+    if 0 <= iy < gh and 0 <= ix < gw:
+        t[iy, ix] = (1.0, np.log2(side / SCALE) / SIZE_UNIT, 1.0)
+
+
 def targets(signs: Sequence[Annotation], height: int, width: int) -> np.ndarray:
     """(height/STRIDE, width/STRIDE, 3): the heat map to learn, log2 side at the centres, and where the centres are."""
-    gh, gw = height // STRIDE, width // STRIDE
-    heat, size, mask = (np.zeros((gh, gw), np.float32) for _ in range(3))
-    yy, xx = np.mgrid[0:gh, 0:gw]
+    t = np.zeros((height // STRIDE, width // STRIDE, 3), np.float32)
     for a in signs:
-        x1, y1, x2, y2 = (v * SCALE / STRIDE for v in a.box)
-        cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
-        sigma = max(side / 4, 0.7)
-        heat = np.maximum(heat, np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)))
-        ix, iy = int(cx), int(cy)
-        if 0 <= iy < gh and 0 <= ix < gw:
-            heat[iy, ix] = 1.0
-            size[iy, ix] = np.log2(side * STRIDE / SCALE) / SIZE_UNIT
-            mask[iy, ix] = 1.0
-    return np.stack([heat, size, mask], axis=-1)
+        x1, y1, x2, y2 = (v * SCALE for v in a.box)
+        mark_sign(t, (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1))
+    return t
+
+
+def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SIZE, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Up to ``count`` sign crops (BGR, the sign with PASTE_MARGIN around it) from a sign dataset in any known
+    layout, and what they are (for the map's sidecar)."""
+    from train.data.dataset import load_dataset
+
+    data = load_dataset(path, subset="train", size=size, margin=PASTE_MARGIN, progress=progress)
+    pick = np.random.default_rng(seed).permutation(len(data))[:count]
+    pool = np.ascontiguousarray(data.images[np.sort(pick)][..., ::-1])
+    return pool, {"source": str(Path(path).resolve()), "fingerprint": data.fingerprint, "images": len(pool)}
+
+
+def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: np.ndarray, count: int) -> int:
+    """Paste ``count`` signs of ``pool`` into sign-free places of ``img`` (a half-size frame crop, BGR uint8, changed
+    in place) and mark them in its target ``t``; how many found a place.
+
+    Each sign gets a side drawn log-uniformly from PASTE_SIDES, a brightness pulled halfway toward the place's, and
+    soft elliptical edges, so that the map learns the sign and not the pasted square's border."""
+    import cv2
+
+    h, w = img.shape[:2]
+    done = 0
+    for _ in range(count):
+        side = float(np.exp(rng.uniform(*np.log(PASTE_SIDES))))
+        full = round(side * (1 + 2 * PASTE_MARGIN))
+        if full > min(h, w):
+            continue
+        for _try in range(5):  # a place away from every sign already there (the heat is < 0.05 over it)
+            x0, y0 = int(rng.integers(0, w - full + 1)), int(rng.integers(0, h - full + 1))
+            if t[y0 // STRIDE:-(-(y0 + full) // STRIDE), x0 // STRIDE:-(-(x0 + full) // STRIDE), 0].max(initial=0.0) < 0.05:
+                break
+        else:
+            continue
+        patch = cv2.resize(pool[int(rng.integers(len(pool)))], (full, full), interpolation=cv2.INTER_AREA).astype(np.float32)
+        region = img[y0:y0 + full, x0:x0 + full].astype(np.float32)
+        gain = float(np.clip(np.sqrt((region.mean() + 1) / (patch.mean() + 1)) * rng.uniform(0.8, 1.2), 0.4, 1.6))
+        disc = np.zeros((full, full), np.float32)
+        c, r = (full - 1) // 2, max(1, round(side * 0.62))  # reaches a triangle's corners, not the crop's
+        cv2.ellipse(disc, (c, c), (r, r), 0, 0, 360, 1.0, -1)
+        alpha = cv2.GaussianBlur(disc, (0, 0), max(full / 24, 0.5))[..., None]
+        img[y0:y0 + full, x0:x0 + full] = np.clip(alpha * patch * gain + (1 - alpha) * region, 0, 255).astype(np.uint8)
+        mark_sign(t, x0 + full / 2, y0 + full / 2, side)
+        done += 1
+    return done
 
 
 def map_loss(y: Any, p: Any) -> Any:
@@ -91,7 +144,7 @@ def map_loss(y: Any, p: Any) -> Any:
 
 
 def _crops(rng: np.random.Generator, smalls: list[np.ndarray], maps: list[np.ndarray], signs: list[list[Annotation]],
-           crop: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+           crop: int, n: int, pool: np.ndarray | None = None, paste_rate: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for _ in range(n):
         k = int(rng.integers(len(smalls)))
@@ -105,9 +158,13 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], maps: list[np.nda
             left, top = float(rng.integers(0, w - crop + 1)), float(rng.integers(0, h - crop + 1))
         x0 = int(np.clip(left, 0, w - crop)) // STRIDE * STRIDE
         y0 = int(np.clip(top, 0, h - crop)) // STRIDE * STRIDE
-        x = img[y0:y0 + crop, x0:x0 + crop].astype(np.float32) / 255.0
+        patch, target = img[y0:y0 + crop, x0:x0 + crop], t[y0 // STRIDE:(y0 + crop) // STRIDE, x0 // STRIDE:(x0 + crop) // STRIDE]
+        if pool is not None and paste_rate > 0:
+            patch, target = patch.copy(), target.copy()
+            paste_signs(rng, patch, target, pool, int(rng.poisson(paste_rate)))
+        x = patch.astype(np.float32) / 255.0
         xs.append(np.clip(x * rng.uniform(0.6, 1.4) + rng.uniform(-0.1, 0.1), 0, 1))
-        ys.append(t[y0 // STRIDE:(y0 + crop) // STRIDE, x0 // STRIDE:(x0 + crop) // STRIDE])
+        ys.append(target)
     return np.stack(xs), np.stack(ys)
 
 
@@ -125,8 +182,12 @@ def peak_agreement(ref: np.ndarray, out: np.ndarray) -> tuple[int, int]:
 
 
 def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int = 2500, batch: int = 16, crop: int = 256,
-                 seed: int = 0, min_agreement: float = 0.9, progress: bool = True) -> Path:
+                 seed: int = 0, min_agreement: float = 0.9, paste: Path | None = None, paste_rate: float = 1.0,
+                 paste_images: int = 8000, progress: bool = True) -> Path:
     """Fit the map on the chosen frames of ``frames_dir``, export its int8 build to ``out`` (gated); its path.
+
+    ``paste``: a sign dataset (any layout ``train.data`` reads) whose crops are pasted into the training crops,
+    ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images.
 
     Raises:
         ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
@@ -150,6 +211,10 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
     signs = [gt.get(s, []) for s in stems]
     maps = [targets(a, h, w) for a in signs]
     ensure_writable_dir(out)
+    pool, pasted = None, None
+    if paste is not None:
+        pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress)
+        pasted["rate"] = paste_rate
 
     import keras
 
@@ -161,7 +226,7 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
     for step in range(steps):
         if step == int(steps * 0.7):
             model.optimizer.learning_rate.assign(5e-4)
-        loss = float(model.train_on_batch(*_crops(rng, smalls, maps, signs, crop, batch)))
+        loss = float(model.train_on_batch(*_crops(rng, smalls, maps, signs, crop, batch, pool, paste_rate)))
         if progress and (step % 250 == 0 or step == steps - 1):
             print(f"step {step + 1}/{steps}: loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     fixed = build_map_model(keras, h, w)
@@ -169,11 +234,11 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
     with atomic_path(out / "sign_map.keras") as tmp:
         fixed.save(tmp)
     return export_sign_map(fixed, smalls, out, frames_dir, stems, steps=steps, seconds=time.time() - t0,
-                           min_agreement=min_agreement)
+                           min_agreement=min_agreement, pasted=pasted)
 
 
 def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir: Path, stems: list[str], *,
-                    steps: int, seconds: float, min_agreement: float) -> Path:
+                    steps: int, seconds: float, min_agreement: float, pasted: dict[str, Any] | None = None) -> Path:
     from export.convert import to_tflite
     from runtime.backends import TFLiteBackend
 
@@ -203,7 +268,7 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
             "min_score": MIN_SCORE, "top_k": TOP_K, "size_unit": SIZE_UNIT, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
             "frames_gt_sha256": annotations_fingerprint(frames_dir), "steps": steps, "training_seconds": round(seconds, 1),
             "params": int(model.count_params()), "int8_peak_agreement": round(agreement, 4),
-            "model_sha256": hashlib.sha256(data).hexdigest()}
+            "pasted": pasted, "model_sha256": hashlib.sha256(data).hexdigest()}
     write_bytes_atomic(dest, data)
     write_text_atomic(sidecar_of(dest), json.dumps(meta, indent=2))
     print(f"sign map: {meta['params']:,} params, {len(data) / 1024:.1f} KB int8, finds {found} of the float map's "
@@ -216,13 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.sign_map", formatter_class=HelpFormatter,
         description="Fit a 'sign here' map (a learned proposal source) on annotated frames; export it as int8 TFLite.",
         epilog="examples:\n  python -m train.sign_map --frames ../shared/data/gtsdb-train --out runs/sign-map\n"
-               "  python -m train.sign_map --frames gtsdb/ --subset even --steps 500 --out runs/sign-map-even",
+               "  python -m train.sign_map --frames gtsdb/ --subset even --steps 500 --out runs/sign-map-even\n"
+               "  python -m train.sign_map --frames ../shared/data/gtsdb-train --paste ../shared/data/gtsrb --out runs/sign-map-paste",
     )
     p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--subset", default="all", choices=("all", "even", "odd"), help="fit on these frames (by number)")
     p.add_argument("--out", type=Path, required=True, help="folder for sign_map.keras, sign_map_int8.tflite and its sidecar")
     p.add_argument("--steps", type=int, default=2500, help="training batches (16 crops each); ~10 min here at the default")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paste", type=Path, metavar="SIGNS",
+                   help="a sign dataset (e.g. GTSRB, any layout python -m train reads) whose signs are pasted into "
+                        "sign-free places of the training crops: more positives, of every class")
+    p.add_argument("--paste-rate", type=float, default=1.0, help="signs pasted into a crop on average, with --paste")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -233,7 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, progress=not args.quiet)
+    if not 0 <= args.paste_rate <= 8:
+        parser.error("--paste-rate must be between 0 and 8")
+    fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
+                 paste_rate=args.paste_rate, progress=not args.quiet)
     return 0
 
 
