@@ -7,7 +7,8 @@ a stride-8 context branch with dilated convolutions, and two 1x1 heads at stride
 map of sign centres (focal loss against a Gaussian at each annotated centre, sigma a quarter of the
 sign) and log2 of the sign's side in frame pixels at the centres (L1; divided by 8, so that both
 channels share one int8 output scale). Trained on random crops of
-the frames (most of them around a sign) with brightness and contrast jitter.
+the frames (most of them around a sign) with brightness and contrast jitter; with ``--paste``, signs
+of a sign dataset (GTSRB) are pasted into sign-free places of the crops too, and marked in the targets.
 
 Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
 threshold and the frames it was fitted on, so ``bench.gtsdb`` will not score it on them), after a
