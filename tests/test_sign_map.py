@@ -170,6 +170,23 @@ def test_each_frame_is_mined_with_a_map_that_did_not_fit_it(fitted, frames, tmp_
     assert {c["sign_map"] for c in alone["crops"]} == {0}  # every map saw the frame: the first one, as asked
 
 
+def test_the_gate_holds_the_int8_map_to_the_float_maps_confident_peaks_in_place_and_size():
+    def out(peaks):
+        m = np.zeros((12, 12, 2), np.float32)
+        for y, x, score, side in peaks:
+            m[y, x] = (score, np.log2(side) / fit.SIZE_UNIT)
+        return m
+
+    ref = out([(3, 3, 0.6, 32), (8, 8, 0.1, 32)])  # a confident peak and a faint one
+    assert fit.peak_agreement(ref, ref) == (1, 1)  # the faint one is not counted
+    assert fit.peak_agreement(ref, out([(3, 3, 0.5, 32)])) == (1, 1)  # losing the faint one does not matter
+    assert fit.peak_agreement(ref, out([(4, 3, 0.5, 34)])) == (1, 1)  # a cell off, a side 6 % off: the same sign
+    assert fit.peak_agreement(ref, out([(3, 3, 0.5, 64)])) == (0, 1)  # twice the side: another box
+    assert fit.peak_agreement(ref, out([(5, 3, 0.5, 32)])) == (0, 1)  # two cells off
+    assert fit.peak_agreement(ref, out([])) == (0, 1)
+    assert fit.peak_agreement(out([(8, 8, 0.1, 32)]), out([])) == (0, 0)
+
+
 def _solid_pool(n: int = 6) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(150, 256, (n, 1, 1, 3)).astype(np.uint8).repeat(48, 1).repeat(48, 2)

@@ -12,7 +12,8 @@ of a sign dataset (GTSRB) are pasted into sign-free places of the crops too, and
 
 Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
 threshold and the frames it was fitted on, so ``bench.gtsdb`` will not score it on them), after a
-gate: on the fitting frames, the int8 map must find the float map's peaks.
+gate: on the fitting frames, the int8 map must find the float map's confident peaks (score >= GATE_SCORE),
+in place and size.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ MIN_SCORE = 0.05
 TOP_K = 20
 SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range as the heat, one int8 output scale
 MAP_FILE = "sign_map_int8.tflite"
+GATE_SCORE = 0.2  # the export gate compares the float and int8 maps' peaks from this score up
+GATE_SIDE = 1.25  # ... and their signs' sides, to within this factor
 PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the half-size frame: 16-128 frame pixels, GTSDB's range
 PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this much)
 PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
@@ -169,17 +172,24 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], maps: list[np.nda
     return np.stack(xs), np.stack(ys)
 
 
-def peak_agreement(ref: np.ndarray, out: np.ndarray) -> tuple[int, int]:
-    """Of the float map's peaks, how many the int8 map has within one cell: (found, peaks)."""
-    a, _ = decode(ref, 1, MIN_SCORE, TOP_K, 1.0, 1.0)
-    b, _ = decode(out, 1, MIN_SCORE, TOP_K, 1.0, 1.0)
-    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
-    if not len(ca):
+def peak_agreement(ref: np.ndarray, out: np.ndarray, min_score: float = GATE_SCORE) -> tuple[int, int]:
+    """Of the float map's peaks scoring at least ``min_score``, how many the int8 map has: a peak within one cell
+    whose sign side is within GATE_SIDE of the float map's. (found, peaks)
+
+    Peaks just above MIN_SCORE come and go with the int8 output's rounding; they are the least sign-like
+    proposals, so the gate holds the int8 map to the float map's confident ones, place and size."""
+    a, sa = decode(ref, 1, MIN_SCORE, TOP_K, 1.0, 1.0, SIZE_UNIT)
+    b, _ = decode(out, 1, MIN_SCORE, TOP_K, 1.0, 1.0, SIZE_UNIT)
+    a = a[sa >= min_score]
+    if not len(a):
         return 0, 0
-    if not len(cb):
-        return 0, len(ca)
-    d = np.abs(ca[:, None, :] - cb[None, :, :]).max(axis=2)
-    return int((d.min(axis=1) <= 1.0).sum()), len(ca)
+    if not len(b):
+        return 0, len(a)
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    near = np.abs(ca[:, None, :] - cb[None, :, :]).max(axis=2) <= 1.0
+    ratio = (b[None, :, 2] - b[None, :, 0]) / (a[:, None, 2] - a[:, None, 0])
+    same_size = (ratio <= GATE_SIDE) & (ratio >= 1 / GATE_SIDE)
+    return int((near & same_size).any(axis=1).sum()), len(a)
 
 
 def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int = 2500, batch: int = 16, crop: int = 256,
@@ -260,20 +270,24 @@ def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir:
             found, peaks = found + f, peaks + n
     finally:
         tmp.unlink(missing_ok=True)
+    if not peaks and min_agreement > 0:
+        raise BuildError(f"the float sign map has no peak scoring {GATE_SCORE} or more on {len(check)} of the frames it "
+                         "was fitted on; not written. Fit it longer or on more annotated frames")
     agreement = found / peaks if peaks else 1.0
     if agreement < min_agreement:
-        raise BuildError(f"the int8 sign map finds {found} of the float map's {peaks} peaks ({agreement:.0%} < "
-                         f"{min_agreement:.0%}); not written. Fit it longer or on more frames")
+        raise BuildError(f"the int8 sign map finds {found} of the float map's {peaks} peaks scoring {GATE_SCORE} or more "
+                         f"({agreement:.0%} < {min_agreement:.0%}); not written. Fit it longer or on more frames")
     h, w = check.shape[1:3]
     meta = {"format": MAP_FORMAT, "input": [int(h), int(w), 3], "colour": "bgr", "scale": SCALE, "stride": STRIDE,
             "min_score": MIN_SCORE, "top_k": TOP_K, "size_unit": SIZE_UNIT, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
             "frames_gt_sha256": annotations_fingerprint(frames_dir), "steps": steps, "training_seconds": round(seconds, 1),
             "params": int(model.count_params()), "int8_peak_agreement": round(agreement, 4),
+            "gate": {"min_score": GATE_SCORE, "side_within": GATE_SIDE, "min_agreement": min_agreement},
             "pasted": pasted, "model_sha256": hashlib.sha256(data).hexdigest()}
     write_bytes_atomic(dest, data)
     write_text_atomic(sidecar_of(dest), json.dumps(meta, indent=2))
     print(f"sign map: {meta['params']:,} params, {len(data) / 1024:.1f} KB int8, finds {found} of the float map's "
-          f"{peaks} peaks -> {dest}")
+          f"{peaks} peaks scoring {GATE_SCORE} or more -> {dest}")
     return dest
 
 
