@@ -27,7 +27,6 @@ decide what is a sign. Measured on GTSDB frames: ``python -m bench.gtsdb``.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -130,27 +129,19 @@ class Candidates:
     cue: np.ndarray
 
 
-@functools.lru_cache(maxsize=4)
-def _colour_lut(gain: float) -> np.ndarray:
-    """``clip(diff * gain * 255 / (sum + 1))`` as uint8 for every channel sum (0..765) and difference (0..255),
-    flattened to index ``sum * 256 + diff``: the chromaticity formula, computed once in float32 as per pixel."""
-    total = np.arange(766, dtype=np.float32)[:, None]
-    diff = np.arange(256, dtype=np.float32)[None, :]
-    return np.clip(diff * (gain * 255.0 / (total + 1.0)), 0, 255).astype(np.uint8).ravel()
-
-
 def colour_maps(small_bgr: np.ndarray, gain: float) -> dict[str, np.ndarray]:
     """Redness, blueness and yellowness (0..255) of every pixel of a BGR frame.
 
-    A table lookup on (channel sum, saturated channel difference): the same bytes as the float formula,
-    at a fifth of its cost (1.3 against 6-8 ms on a 680x400 frame)."""
-    lut = _colour_lut(float(gain))
+    The chromaticity formula in float32, ``clip(diff * (gain * 255 / (sum + 1)))`` truncated to uint8, with
+    the scale computed once for the three maps and OpenCV's vectorised multiply: 1.7 against 4.1 ms for
+    the table lookup it replaces (680x400, one thread), the same bytes for every (sum, difference) pair."""
     b, g, r = cv2.split(small_bgr)
-    base = cv2.add(cv2.add(b, g, dtype=cv2.CV_32S), r, dtype=cv2.CV_32S)
-    base *= 256
+    total = cv2.add(cv2.add(b, g, dtype=cv2.CV_32F), r, dtype=cv2.CV_32F)
+    scale = np.float32(gain * 255.0) / (total + np.float32(1.0))
     diffs = {"red": cv2.min(cv2.subtract(r, g), cv2.subtract(r, b)), "blue": cv2.subtract(b, r),
              "yellow": cv2.min(cv2.subtract(r, b), cv2.subtract(g, b))}  # uint8: negative differences saturate to 0
-    return {name: lut.take(np.asarray(cv2.add(base, diff, dtype=cv2.CV_32S), np.int32)) for name, diff in diffs.items()}
+    return {name: np.minimum(cv2.multiply(diff, scale, dtype=cv2.CV_32F), np.float32(255)).astype(np.uint8)
+            for name, diff in diffs.items()}
 
 
 def component_stats(mask: np.ndarray, connectivity: int) -> np.ndarray:
