@@ -231,6 +231,7 @@ def test_paste_errors_are_one_line(frames, tmp_path, capsys):
     assert fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(tmp_path / "none"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "none" in err and "Traceback" not in err and not (tmp_path / "o" / fit.MAP_FILE).exists()
-    with pytest.raises(SystemExit) as e:
-        fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste-rate", "9"])
-    assert e.value.code == 2
+    for rate in ("9", "0"):  # 0 would load the signs and paste none of them
+        with pytest.raises(SystemExit) as e:
+            fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(frames), "--paste-rate", rate])
+        assert e.value.code == 2 and "--paste-rate" in capsys.readouterr().err

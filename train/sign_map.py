@@ -204,6 +204,8 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
         ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
         BuildError: the int8 map does not find the float map's peaks (nothing is written then).
     """
+    if paste is not None and not paste_rate > 0:
+        raise ConfigError(f"a paste rate of {paste_rate} pastes nothing from {paste}; give a rate above 0, or no sign dataset")
     files, gt = frame_files(frames_dir)
     stems = select_frames(list(files), subset)
     if not any(gt.get(s) for s in stems):
@@ -318,8 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    if not 0 <= args.paste_rate <= 8:
-        parser.error("--paste-rate must be between 0 and 8")
+    if not 0 < args.paste_rate <= 8:
+        parser.error("--paste-rate must be above 0 and at most 8 (to paste nothing, leave out --paste)")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
                  paste_rate=args.paste_rate, progress=not args.quiet)
     return 0
