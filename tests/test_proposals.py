@@ -104,12 +104,12 @@ def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_d
 
 def test_colour_maps_are_the_chromaticity_formula_byte_for_byte():
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    image[0, :8] = [[0, 0, 0], [255, 255, 255], [0, 0, 255], [255, 0, 0], [0, 255, 255], [1, 0, 0], [0, 0, 1], [254, 255, 0]]
+    noise = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    noise[0, :8] = [[0, 0, 0], [255, 255, 255], [0, 0, 255], [255, 0, 0], [0, 255, 255], [1, 0, 0], [0, 0, 1], [254, 255, 0]]
     levels = np.arange(256, dtype=np.uint8)  # every (b, g) pair, with r 0 and 255: float rounding has nowhere to hide
     pairs = np.stack(np.meshgrid(levels, levels, indexing="ij"), axis=-1)
     every = np.concatenate([np.dstack([pairs, np.full((256, 256, 1), r, np.uint8)]) for r in (0, 255)])
-    for image, gain in [(image, 1.0), (image, 4.0), (image, 6.5), (every, 4.0), (every, 2.5)]:
+    for image, gain in [(noise, 1.0), (noise, 4.0), (noise, 6.5), (every, 4.0), (every, 2.5)]:
         f = image.astype(np.float32)
         b, g, r = f[..., 0], f[..., 1], f[..., 2]
         k = gain * 255.0 / (b + g + r + 1.0)
