@@ -45,8 +45,8 @@ $PYBIN -m export.all --model "$RUN"
 if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives or the map are left out by bench.gtsdb itself
   MAP=()
   if [ "${SIGN_MAP:-1}" != 0 ]; then
-    # a learned proposal source with GTSRB signs pasted into its training crops (docs/results.md, two runs of this
-    # recipe on gtsdb: proposal recall 0.857 -> 0.912 and 0.890, F1 0.865 -> 0.879 and 0.864 -> 0.872)
+    # a learned proposal source with GTSRB signs pasted into its training crops (docs/results.md: with this recipe's
+    # model on gtsdb, proposal recall 0.857 -> 0.912 and F1 0.864 -> 0.873 for the default 5000-step map)
     if $PYBIN -m train.sign_map --frames "${FIT[@]}" --paste "$DATA" --out "$RUN/sign-map" --quiet; then
       MAP=(--sign-map "$RUN/sign-map/sign_map_int8.tflite")
     else
