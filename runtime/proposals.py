@@ -103,7 +103,7 @@ class ProposalConfig:
     max_aspect: float = 1.6  # width/height (and its inverse)
     min_fill: float = 0.45  # pixels / box area (disc 0.79, triangle 0.5, diamond 0.5)
     nms_iou: float = 0.5
-    max_proposals: int = 80
+    max_proposals: int = 60  # docs/results.md: 60 proposes as many held-out signs as 80 on two gtsdb-train splits
     per_cue: int = 8  # the best few of every cue make the cut, so a rare cue is not crowded out by a busy one
 
 
