@@ -11,6 +11,7 @@ import pytest
 from bench import gtsdb
 from runtime.annotations import read_gtsdb
 from runtime.builds import BUILDS, build_file
+from runtime.pipeline import split_cores
 from runtime.proposals import propose
 from runtime.roi import iou_matrix
 from tests import synth
@@ -70,6 +71,34 @@ def test_bench_gtsdb_overlap_scores_the_same_as_one_frame_after_the_other(export
     assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
                        "--repeat", "1", "--overlap"]) == 0
     assert "builtin+ahead" in capsys.readouterr().out
+
+
+def test_bench_gtsdb_overlap_splits_the_cores_as_the_camera_demo(exported, gtsdb_dir, capsys, monkeypatch):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    opened, cv_threads = [], []
+    real_open, real_score = gtsdb.Classifier.from_build, gtsdb.score_pipeline
+
+    def open_build(path, threads=1, threshold=None):
+        opened.append(threads)
+        return real_open(path, threads=threads, threshold=threshold)
+
+    def score(*args, **kwargs):
+        cv_threads.append(cv2.getNumThreads())
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(gtsdb.Classifier, "from_build", open_build)
+    monkeypatch.setattr(gtsdb, "score_pipeline", score)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # so that the overlapped setting's own OpenCV thread count shows
+    try:
+        assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "2",
+                           "--repeat", "1", "--overlap", "--json"]) == 0
+        assert cv2.getNumThreads() == 1  # restored after the overlapped setting
+    finally:
+        cv2.setNumThreads(before)
+    plain, ahead = json.loads(capsys.readouterr().out)
+    assert opened == [2, split_cores(2)[0]] and cv_threads == [1, split_cores(2)[1]]
+    assert (plain["threads"], ahead["threads"]) == (2, 2)  # the row names the cores it was given
 
 
 def test_bench_gtsdb_bad_build_or_folder(tmp_path, capsys):
