@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
-from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose
+from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose, small_size
 from runtime.roi import clamp_box, nms
 from runtime.sign_map import SignMap
 
@@ -93,8 +94,10 @@ class FramePipeline:
         self.sign_map = sign_map  # a learned proposal source beside the colour cues (runtime.sign_map), or None
 
     def _propose(self, frame_bgr: np.ndarray) -> tuple[Proposal, ...]:
-        props = tuple(propose(frame_bgr, self.proposals, self.ranker))
-        return props + tuple(self.sign_map.propose(frame_bgr)) if self.sign_map is not None else props
+        # one downscaled frame for the colour cues and the sign map (both see the frame at half size, INTER_AREA)
+        small = cv2.resize(frame_bgr, small_size(frame_bgr.shape, self.proposals), interpolation=cv2.INTER_AREA)
+        props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
+        return props + tuple(self.sign_map.propose(frame_bgr, small)) if self.sign_map is not None else props
 
     def propose(self, frame_bgr: np.ndarray) -> tuple[tuple[Proposal, ...], float]:
         """The proposal stage alone (checked frame in, proposals and its milliseconds out): what ProposalsAhead runs."""

@@ -206,10 +206,22 @@ def _features(xywh: np.ndarray, area: np.ndarray, level: np.ndarray, sign: tuple
     ], axis=1)
 
 
-def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig()) -> Candidates:
-    """All candidate boxes of a frame (full-frame coordinates) with their ranking features."""
+def small_size(frame_shape: tuple[int, ...], cfg: ProposalConfig) -> tuple[int, int]:
+    """(width, height) of the downscaled frame the cues work on."""
+    h, w = frame_shape[:2]
+    return max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))
+
+
+def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), small: np.ndarray | None = None) -> Candidates:
+    """All candidate boxes of a frame (full-frame coordinates) with their ranking features.
+
+    ``small``: the frame already downscaled to :func:`small_size` with ``cv2.INTER_AREA`` (e.g. shared with the sign map)."""
     h, w = frame_bgr.shape[:2]
-    small = cv2.resize(frame_bgr, (max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))), interpolation=cv2.INTER_AREA)
+    size = small_size(frame_bgr.shape, cfg)
+    if small is None:
+        small = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+    elif small.shape[:2] != size[::-1]:
+        raise ValueError(f"small frame is {small.shape[1]}x{small.shape[0]}, the cues need {size[0]}x{size[1]}")
     maps = colour_maps(small, cfg.gain)
     found = [(ci, level, *_cue_components(cue, level, maps, cfg)) for ci, cue in enumerate(cfg.cues) for level in cue.levels]
     found = [f for f in found if len(f[3])]
@@ -259,13 +271,15 @@ def select(order: Sequence[int], cue: np.ndarray, cfg: ProposalConfig) -> list[i
     return [int(i) for i in ranked[np.sort(np.concatenate([np.flatnonzero(reserved), rest]))]]
 
 
-def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), ranker: Ranker | None = None) -> list[Proposal]:
+def propose(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), ranker: Ranker | None = None,
+            small: np.ndarray | None = None) -> list[Proposal]:
     """Candidate sign boxes in full-frame coordinates, most sign-like first.
 
     ``ranker`` None loads the packaged one (a small JSON file) on every call: a loop over frames
-    should load it once (``default_ranker()``) or use ``runtime.pipeline.FramePipeline``."""
+    should load it once (``default_ranker()``) or use ``runtime.pipeline.FramePipeline``. ``small``: see
+    :func:`candidates`."""
     ranker = default_ranker() if ranker is None else ranker
-    cands = candidates(frame_bgr, cfg)
+    cands = candidates(frame_bgr, cfg, small)
     if not len(cands.cue):
         return []
     score = rank(cands, cfg, ranker)

@@ -94,10 +94,14 @@ class SignMap:
         """The frames that fitted the map, and the SHA-256 of their gt.txt."""
         return list(self.meta.get("frames") or []), self.meta.get("frames_gt_sha256")
 
-    def propose(self, frame_bgr: np.ndarray) -> list[Proposal]:
-        """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input)."""
+    def propose(self, frame_bgr: np.ndarray, small: np.ndarray | None = None) -> list[Proposal]:
+        """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input).
+
+        ``small``: the frame already resized to the map's input with ``cv2.INTER_AREA`` (the colour cues' half-size
+        frame, when it has that size), so it is not resized twice."""
         h, w = frame_bgr.shape[:2]
-        small = cv2.resize(frame_bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        if small is None or small.shape[:2] != (self.height, self.width):
+            small = cv2.resize(frame_bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
         x = small[None].astype(np.float32) * np.float32(1 / 255)
         out = self.backend.run(x)[0]
         boxes, scores = decode(out, self.stride, self.min_score, self.top_k, w / self.width, h / self.height,

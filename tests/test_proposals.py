@@ -12,7 +12,18 @@ from bench.gtsdb import frames_that_trained
 from runtime.annotations import annotations_fingerprint, read_gtsdb
 from runtime.errors import ConfigError
 from runtime.pipeline import FramePipeline, Window, _even
-from runtime.proposals import FEATURES, ProposalConfig, Ranker, candidates, colour_maps, component_stats, propose, select
+from runtime.proposals import (
+    FEATURES,
+    ProposalConfig,
+    Ranker,
+    candidates,
+    colour_maps,
+    component_stats,
+    default_ranker,
+    propose,
+    select,
+    small_size,
+)
 from runtime.roi import iou_matrix
 from tests import synth
 from train import proposals as fit_cmd
@@ -31,6 +42,16 @@ def test_candidates_have_finite_features_and_boxes_inside_the_frame(gtsdb_dir):
     h, w = frame.shape[:2]
     assert (c.boxes[:, 0] >= 0).all() and (c.boxes[:, 1] >= 0).all() and (c.boxes[:, 2] <= w).all() and (c.boxes[:, 3] <= h).all()
     assert (c.boxes[:, 2] > c.boxes[:, 0]).all() and (c.boxes[:, 3] > c.boxes[:, 1]).all()
+
+
+def test_a_frame_downscaled_once_gives_the_same_proposals(gtsdb_dir):
+    frame = cv2.imread(str(gtsdb_dir / "00000.jpg"))
+    cfg = ProposalConfig()
+    small = cv2.resize(frame, small_size(frame.shape, cfg), interpolation=cv2.INTER_AREA)
+    ranker = default_ranker()
+    assert propose(frame, cfg, ranker, small) == propose(frame, cfg, ranker)
+    with pytest.raises(ValueError, match="small frame is"):
+        candidates(frame, cfg, small[:-2])
 
 
 def test_select_reserves_the_best_of_every_cue_and_keeps_the_order():
