@@ -39,6 +39,17 @@ class Window(NamedTuple):
     colour: str | None = None
 
 
+class Proposed(NamedTuple):
+    """A frame's proposal stage, run by :meth:`FramePipeline.propose` (e.g. ahead, on another thread).
+
+    ``small``: the half-size frame when the sign map has still to run on it (``run`` does that, on its own thread),
+    else None."""
+
+    rois: tuple[Proposal, ...]
+    ms: float
+    small: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class StageTimes:
     """Milliseconds one frame spent in each stage; ``total`` is the whole call."""
@@ -93,18 +104,22 @@ class FramePipeline:
         self.overlap_iou = overlap_iou
         self.sign_map = sign_map  # a learned proposal source beside the colour cues (runtime.sign_map), or None
 
-    def _propose(self, frame_bgr: np.ndarray) -> tuple[Proposal, ...]:
+    def propose(self, frame_bgr: np.ndarray, learned: bool = True) -> Proposed:
+        """The proposal stage alone, on a checked frame: what ProposalsAhead runs.
+
+        ``learned`` False leaves the sign map's proposals to :meth:`run` (the returned ``small`` frame is what it
+        needs); without a sign map it changes nothing."""
+        check_frame(frame_bgr)
+        t0 = time.perf_counter()
         # one downscaled frame for the colour cues and the sign map (both see the frame at half size, INTER_AREA)
         small = cv2.resize(frame_bgr, small_size(frame_bgr.shape, self.proposals), interpolation=cv2.INTER_AREA)
         props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
-        return props + tuple(self.sign_map.propose(frame_bgr, small)) if self.sign_map is not None else props
-
-    def propose(self, frame_bgr: np.ndarray) -> tuple[tuple[Proposal, ...], float]:
-        """The proposal stage alone (checked frame in, proposals and its milliseconds out): what ProposalsAhead runs."""
-        check_frame(frame_bgr)
-        t0 = time.perf_counter()
-        props = self._propose(frame_bgr)
-        return props, 1000.0 * (time.perf_counter() - t0)
+        if self.sign_map is None:
+            return Proposed(props, 1000.0 * (time.perf_counter() - t0))
+        if not learned:
+            return Proposed(props, 1000.0 * (time.perf_counter() - t0), small)
+        props += tuple(self.sign_map.propose(frame_bgr, small))
+        return Proposed(props, 1000.0 * (time.perf_counter() - t0))
 
     def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> tuple[Proposal, ...]:
         """The proposal stage inside each window only (around a sign followed from earlier frames), with the cues
@@ -125,13 +140,14 @@ class FramePipeline:
         return tuple(out)
 
     def run(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None, *,
-            proposed: tuple[tuple[Proposal, ...], float] | None = None,
+            proposed: Proposed | None = None,
             windows: Sequence[Window] | None = None) -> FrameResult:
         """Find and classify the signs of a uint8 HxWx3 BGR frame.
 
         Args:
             boxes: classify these ``(x1, y1, x2, y2)`` boxes instead of proposing (fixed ROIs, ground truth).
-            proposed: this frame's proposals made already (``propose``, e.g. on another thread), with their ms.
+            proposed: this frame's proposals made already (``propose``, e.g. on another thread), with their ms; the
+                sign map's are added here if they are still to come (``Proposed.small``).
             windows: propose only inside these windows (``propose_in``: following signs between full proposals).
 
         Raises:
@@ -145,9 +161,13 @@ class FramePipeline:
         elif windows is not None:
             rois = self.propose_in(frame_bgr, windows)
         elif proposed is not None:
-            rois, ahead_ms = proposed
+            rois, ahead_ms = proposed.rois, proposed.ms
+            if proposed.small is not None and self.sign_map is not None:
+                t_map = time.perf_counter()
+                rois += tuple(self.sign_map.propose(frame_bgr, proposed.small))
+                ahead_ms += 1000.0 * (time.perf_counter() - t_map)
         else:
-            rois = self._propose(frame_bgr)
+            rois = self.propose(frame_bgr).rois
         t1 = time.perf_counter()
         index, kept, x = crop_rois(frame_bgr, [r.box for r in rois], self.classifier.preprocess)
         t2 = time.perf_counter()
@@ -168,7 +188,9 @@ class ProposalsAhead:
 
     The two stages then run at once instead of one after the other: measured on 2 cores, 12-19 % more
     frames per second, the same detections. Give the classifier fewer threads than cores so that the
-    proposal stage, the slower one, keeps a core (``split_cores``).
+    proposal stage, the slower one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs
+    in ``run``, on the classifier's thread, which has the lighter load (docs/results.md: 38 against 34 frames/s
+    on 2 cores with the map on the proposal thread).
     """
 
     def __init__(self, pipeline: FramePipeline) -> None:
@@ -180,9 +202,9 @@ class ProposalsAhead:
 
     def submit(self, key: int, frame_bgr: np.ndarray) -> None:
         """Start proposing ``frame_bgr`` (its ``key`` names it for ``take``)."""
-        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr)
+        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr, learned=False)
 
-    def take(self, key: int) -> tuple[tuple[Proposal, ...], float] | None:
+    def take(self, key: int) -> Proposed | None:
         """The proposals started for ``key`` (waiting for them), or None if none were started; errors re-raise here."""
         fut = self._pending.pop(key, None)
         return None if fut is None else fut.result()

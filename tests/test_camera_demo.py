@@ -163,8 +163,10 @@ class _Flicker:
     def __init__(self, classifier):
         self.classifier = classifier
 
-    def propose(self, image):
-        return (), 0.0
+    def propose(self, image, learned=True):
+        from runtime.pipeline import Proposed
+
+        return Proposed((), 0.0)
 
     def run(self, image, boxes=None, proposed=None):
         n = int(image[0, 0, 0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from runtime.annotations import read_frame
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
 from runtime.errors import BuildError
-from runtime.pipeline import FramePipeline
+from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.sign_map import MAP_CUE, SignMap, decode
 from tests import synth
 from train import sign_map as fit
@@ -67,12 +68,39 @@ def test_the_pipeline_adds_the_maps_proposals(fitted, frames, exported):
     clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]))
     m = SignMap(fitted)
     frame = read_frame(frames / "00001.jpg")
-    plain, _ = FramePipeline(clf).propose(frame)
-    both, _ = FramePipeline(clf, sign_map=m).propose(frame)
+    plain = FramePipeline(clf).propose(frame).rois
+    both = FramePipeline(clf, sign_map=m).propose(frame).rois
     learned = tuple(m.propose(frame))
     assert learned and both == plain + learned
     result = FramePipeline(clf, sign_map=m).run(frame)
     assert result.rois == both
+
+
+def test_run_ahead_the_map_runs_on_the_classifiers_thread_with_the_same_result(fitted, frames, exported):
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]))
+    m = SignMap(fitted)
+    pipe = FramePipeline(clf, sign_map=m)
+    frame = read_frame(frames / "00001.jpg")
+    colour = pipe.propose(frame, learned=False)
+    assert colour.small is not None and colour.rois == FramePipeline(clf).propose(frame).rois
+    plain = pipe.run(frame)
+    threads = []
+    real = m.propose
+
+    def traced(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    m.propose = traced  # type: ignore[method-assign]
+    ahead = ProposalsAhead(pipe)
+    try:
+        ahead.submit(0, frame)
+        overlapped = pipe.run(frame, proposed=ahead.take(0))
+    finally:
+        ahead.close()
+    assert threads == [threading.current_thread().name]  # not the proposal thread's
+    assert overlapped.rois == plain.rois and overlapped.detections == plain.detections
+    assert overlapped.ms.proposals > 0
 
 
 def test_bench_gtsdb_leaves_out_the_frames_that_fitted_the_map(fitted, frames, exported, capsys):
