@@ -189,7 +189,7 @@ class ProposalsAhead:
     The two stages then run at once instead of one after the other: measured on 2 cores, 12-19 % more
     frames per second, the same detections. Give the classifier fewer threads than cores so that the
     proposal stage, the slower one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs
-    in ``run``, on the classifier's thread, which has the lighter load (docs/results.md: a median of 36 against 33 frames/s
+    in ``run``, on the classifier's thread, which has the lighter load (docs/results.md: a median of 35 against 30 frames/s
     on 2 cores with the map on the proposal thread).
     """
 
