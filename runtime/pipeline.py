@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
-from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, propose, small_size
+from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, downscale, propose
 from runtime.roi import clamp_box, nms
 from runtime.sign_map import SignMap
 
@@ -111,8 +110,7 @@ class FramePipeline:
         needs); without a sign map it changes nothing."""
         check_frame(frame_bgr)
         t0 = time.perf_counter()
-        # one downscaled frame for the colour cues and the sign map (both see the frame at half size, INTER_AREA)
-        small = cv2.resize(frame_bgr, small_size(frame_bgr.shape, self.proposals), interpolation=cv2.INTER_AREA)
+        small = downscale(frame_bgr, self.proposals)  # one half-size frame for the colour cues and the sign map
         props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
         if self.sign_map is None:
             return Proposed(props, 1000.0 * (time.perf_counter() - t0))

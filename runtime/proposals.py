@@ -212,14 +212,19 @@ def small_size(frame_shape: tuple[int, ...], cfg: ProposalConfig) -> tuple[int, 
     return max(1, int(w * cfg.scale)), max(1, int(h * cfg.scale))
 
 
+def downscale(frame_bgr: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
+    """The frame at :func:`small_size`, area-averaged: what the cues (and a sign map of that input size) see."""
+    return cv2.resize(frame_bgr, small_size(frame_bgr.shape, cfg), interpolation=cv2.INTER_AREA)
+
+
 def candidates(frame_bgr: np.ndarray, cfg: ProposalConfig = ProposalConfig(), small: np.ndarray | None = None) -> Candidates:
     """All candidate boxes of a frame (full-frame coordinates) with their ranking features.
 
-    ``small``: the frame already downscaled to :func:`small_size` with ``cv2.INTER_AREA`` (e.g. shared with the sign map)."""
+    ``small``: the frame already made by :func:`downscale` (e.g. shared with the sign map)."""
     h, w = frame_bgr.shape[:2]
     size = small_size(frame_bgr.shape, cfg)
     if small is None:
-        small = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+        small = downscale(frame_bgr, cfg)
     elif small.shape[:2] != size[::-1]:
         raise ValueError(f"small frame is {small.shape[1]}x{small.shape[0]}, the cues need {size[0]}x{size[1]}")
     maps = colour_maps(small, cfg.gain)
