@@ -12,7 +12,7 @@ from bench import gtsdb
 from runtime.annotations import read_frame
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
-from runtime.errors import BuildError
+from runtime.errors import BuildError, ConfigError
 from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.sign_map import MAP_CUE, SignMap, decode
 from tests import synth
@@ -253,6 +253,18 @@ def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_pat
                             progress=False)
     pasted = json.loads(path.with_name(path.name + ".json").read_text())["pasted"]
     assert pasted["images"] > 0 and pasted["rate"] == 2 and pasted["fingerprint"] and pasted["source"] == str(kaggle_dir)
+    assert pasted["sampling"] == "images"
+
+
+def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():
+    labels = np.repeat([0, 1, 2], [90, 6, 4])
+    assert np.array_equal(fit.pool_indices(labels, 30, 0), np.sort(np.random.default_rng(0).permutation(100)[:30]))
+    even = fit.pool_indices(labels, 30, 0, "classes")
+    assert len(even) == 30 and len(set(even.tolist())) == 30 and np.all(np.diff(even) > 0)
+    assert np.bincount(labels[even]).tolist() == [20, 6, 4]  # a quota of 10 a class, all of the smaller ones
+    assert np.bincount(labels[fit.pool_indices(labels, 9, 1, "classes")], minlength=3).tolist() == [3, 3, 3]
+    with pytest.raises(ConfigError, match="sampling"):
+        fit.pool_indices(labels, 9, 0, "tracks")
 
 
 def test_paste_errors_are_one_line(frames, tmp_path, capsys):

@@ -92,15 +92,38 @@ def targets(signs: Sequence[Annotation], height: int, width: int) -> np.ndarray:
     return t
 
 
-def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SIZE, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+PASTE_SAMPLING = ("images", "classes")
+
+
+def pool_indices(labels: np.ndarray, count: int, seed: int, sampling: str = "images") -> np.ndarray:
+    """Which of a dataset's images (by label) make a paste pool of up to ``count``, sorted.
+
+    ``images``: a random ``count`` of them, so classes are as common as in the dataset (GTSRB: 10 times more
+    "speed limit (50)" than "end of all limits"). ``classes``: as even a share of every class as ``count``
+    allows (a class with fewer images gives all of them, the others share the rest), so rare classes are
+    pasted as often as common ones."""
+    if sampling not in PASTE_SAMPLING:
+        raise ConfigError(f"paste sampling {sampling!r} is not one of {', '.join(PASTE_SAMPLING)}")
+    rng = np.random.default_rng(seed)
+    if sampling == "images":
+        return np.sort(rng.permutation(len(labels))[:count])
+    index = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    rank = np.concatenate([np.arange(np.sum(labels == c)) for c in np.unique(labels)])  # place within its class
+    order = np.lexsort((rng.random(len(index)), rank))  # every class's first, then every class's second, ...
+    return np.sort(index[order[:count]])
+
+
+def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SIZE, progress: bool = True,
+                    sampling: str = "images") -> tuple[np.ndarray, dict[str, Any]]:
     """Up to ``count`` sign crops (BGR, the sign with PASTE_MARGIN around it) from a sign dataset in any known
-    layout, and what they are (for the map's sidecar)."""
+    layout, drawn as :func:`pool_indices` says, and what they are (for the map's sidecar)."""
     from train.data.dataset import load_dataset
 
     data = load_dataset(path, subset="train", size=size, margin=PASTE_MARGIN, progress=progress)
-    pick = np.random.default_rng(seed).permutation(len(data))[:count]
-    pool = np.ascontiguousarray(data.images[np.sort(pick)][..., ::-1])
-    return pool, {"source": str(Path(path).resolve()), "fingerprint": data.fingerprint, "images": len(pool)}
+    pick = pool_indices(data.labels, count, seed, sampling)
+    pool = np.ascontiguousarray(data.images[pick][..., ::-1])
+    return pool, {"source": str(Path(path).resolve()), "fingerprint": data.fingerprint, "images": len(pool),
+                  "sampling": sampling}
 
 
 def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: np.ndarray, count: int) -> int:
@@ -195,11 +218,12 @@ def peak_agreement(ref: np.ndarray, out: np.ndarray, min_score: float = GATE_SCO
 
 def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16, crop: int = 256,
                  seed: int = 0, min_agreement: float = 0.9, paste: Path | None = None, paste_rate: float = 1.0,
-                 paste_images: int = 8000, progress: bool = True) -> Path:
+                 paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True) -> Path:
     """Fit the map on the chosen frames of ``frames_dir``, export its int8 build to ``out`` (gated); its path.
 
     ``paste``: a sign dataset (any layout ``train.data`` reads) whose crops are pasted into the training crops,
-    ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images.
+    ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images, picked by
+    ``paste_sampling`` (:func:`pool_indices`).
 
     Raises:
         ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
@@ -227,7 +251,7 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
     ensure_writable_dir(out)
     pool, pasted = None, None
     if paste is not None:
-        pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress)
+        pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress, sampling=paste_sampling)
         pasted["rate"] = paste_rate
 
     import keras
@@ -311,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sign dataset (e.g. GTSRB, any layout python -m train reads) whose signs are pasted into "
                         "sign-free places of the training crops: more positives, of every class")
     p.add_argument("--paste-rate", type=float, default=1.0, help="signs pasted into a crop on average, with --paste")
+    p.add_argument("--paste-sampling", default="images", choices=PASTE_SAMPLING,
+                   help="with --paste: draw the pasted signs' pool from all images (classes as common as in the "
+                        "dataset) or evenly from every class (rare ones, e.g. white end-of-limit signs, as often as common)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -324,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.paste_rate <= 8:
         parser.error("--paste-rate must be above 0 and at most 8 (to paste nothing, leave out --paste)")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
-                 paste_rate=args.paste_rate, progress=not args.quiet)
+                 paste_rate=args.paste_rate, paste_sampling=args.paste_sampling, progress=not args.quiet)
     return 0
 
 
