@@ -12,6 +12,16 @@ Every sign of a GTSDB-layout folder gets one reason, the first that applies:
 * ``near``: no candidate at IoU >= ``--iou``, the best one at IoU >= ``--near`` (a grow factor off);
 * ``none``: no candidate near the sign: no cue sees it.
 
+With ``--build`` every false detection (one that is no hit) gets a kind too, by the sign it overlaps most:
+
+* ``misread``: it covers a sign (IoU >= ``--near``) and names another class;
+* ``double``: the right class at IoU >= ``--near``, but another detection already hit that sign;
+* ``loose``: the right class, IoU in [``--near``, ``--iou``), and no detection hit the sign;
+* ``part``: it overlaps a sign, less than ``--near`` (a part of it, or its surroundings);
+* ``background``: it touches no sign.
+
+They are counted by the cue that proposed the box (a colour cue, or ``map``).
+
 Without ``--build`` only the proposal stage is diagnosed: ``proposed`` (a proposal at IoU >= ``--iou``),
 ``cut``, ``near``, ``none``. Counts come by class and by size. A folder whose frames fitted the build's
 background class or the ranker gets a note: such a count diagnoses a fit, it does not score it.
@@ -25,7 +35,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +44,7 @@ from bench.gtsdb import frames_that_trained, load_frames
 from bench.matching import match_pairs
 from runtime.annotations import Annotation, select_frames
 from runtime.builds import read_metadata
-from runtime.classifier import Classifier
+from runtime.classifier import Classifier, Detection
 from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
 from runtime.pipeline import FramePipeline
@@ -43,6 +53,7 @@ from runtime.roi import iou_matrix
 from runtime.sign_map import SignMap
 
 STAGES = ("hit", "misread", "rejected", "loose", "cut", "near", "none")
+FALSE_KINDS = ("misread", "double", "loose", "part", "background")
 PROPOSAL_STAGES = ("proposed", "cut", "near", "none")
 SIZE_EDGES = (0, 20, 30, 45, 70)  # sign side in pixels: the lower edge of each size bin
 
@@ -56,6 +67,40 @@ class SignFate:
     best_iou: float  # the best IoU any candidate reached
 
 
+@dataclass(frozen=True)
+class FalseDetection:
+    frame: str
+    class_id: int  # what the classifier said
+    cue: str  # the proposal's cue ("red-hole", ..., "map")
+    score: float  # the classifier's score
+    kind: str  # one of FALSE_KINDS
+
+
+def false_detections(stem: str, dets: Sequence[Detection], truth: list[Annotation], iou: float,
+                     near: float) -> list[FalseDetection]:
+    """Every detection of one frame that is not a hit, with its kind (see the module docstring)."""
+    boxes, classes = [d.box for d in dets], [d.prediction.class_id for d in dets]
+    gt_boxes, gt_classes = [a.box for a in truth], [a.class_id for a in truth]
+    pairs = match_pairs(boxes, classes, gt_boxes, gt_classes, iou)
+    hit_dets, hit_signs = {d for _, d in pairs}, {t for t, _ in pairs}
+    ious = iou_matrix(boxes, gt_boxes) if boxes and gt_boxes else np.zeros((len(boxes), 0))
+    out = []
+    for i, d in enumerate(dets):
+        if i in hit_dets:
+            continue
+        t = int(np.argmax(ious[i])) if ious.shape[1] else -1
+        overlap = float(ious[i, t]) if t >= 0 else 0.0
+        if overlap >= near and classes[i] != gt_classes[t]:
+            kind = "misread"
+        elif overlap >= near:
+            kind = "double" if t in hit_signs else "loose"
+        else:
+            kind = "part" if overlap > 0 else "background"
+        cue = d.proposal.cue if d.proposal is not None else "given"
+        out.append(FalseDetection(stem, classes[i], cue, float(d.prediction.score), kind))
+    return out
+
+
 def _best(truth: list[Annotation], boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     """Each sign's best IoU with ``boxes`` (0 where there are none)."""
     if not truth or len(boxes) == 0:
@@ -64,8 +109,11 @@ def _best(truth: list[Annotation], boxes: Sequence[Sequence[float]] | np.ndarray
 
 
 def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: ProposalConfig, ranker: Ranker,
-                pipe: FramePipeline | None, iou: float, near: float, sign_map: SignMap | None = None) -> list[SignFate]:
-    """The reason of every sign of one frame (see the module docstring); the sign map's boxes count as candidates."""
+                pipe: FramePipeline | None, iou: float, near: float, sign_map: SignMap | None = None,
+                false: list[FalseDetection] | None = None) -> list[SignFate]:
+    """The reason of every sign of one frame (see the module docstring); the sign map's boxes count as candidates.
+
+    With ``pipe``, the frame's false detections are appended to ``false`` if given."""
     learned = [p.box for p in sign_map.propose(frame)] if sign_map is not None else []
     cand = _best(truth, [*(tuple(b) for b in candidates(frame, cfg).boxes), *learned])
     if pipe is None:
@@ -82,6 +130,8 @@ def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: Prop
             detected.setdefault(t, "misread")
         for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, near):
             detected.setdefault(t, "loose")
+        if false is not None:
+            false.extend(false_detections(stem, dets, truth, iou, near))
     fates = []
     for i, a in enumerate(truth):
         if i in detected and (detected[i] != "loose" or proposed[i] < iou):
@@ -130,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.misses", formatter_class=HelpFormatter,
         description="Which annotated signs the frame pipeline misses, and at which stage (no candidate, a candidate "
-                    "the ranking cut, rejected, misread, a loose box), by class and by size.",
+                    "the ranking cut, rejected, misread, a loose box), by class and by size; with --build, also what "
+                    "its false detections are (misread, double, loose, part of a sign, background), by cue.",
         epilog="examples:\n  python -m bench.misses --data ../shared/data/gtsdb-train\n"
                "  python -m bench.misses --data ../shared/data/gtsdb-train --build runs/bg-train/model_int8.tflite\n"
                "  python -m bench.misses --data gtsdb/ --ranker ranker.json --json > fates.json",
@@ -155,6 +206,7 @@ class Diagnosis:
     class_names: list[str]
     frames: int  # frames looked at, with signs or without
     fitted: set[str]  # those of them that fitted the build's background class or the ranker
+    false: list[FalseDetection] = field(default_factory=list)  # with a build: every detection that is no hit
 
 
 def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = None, subset: str = "all",
@@ -174,9 +226,22 @@ def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = N
     pipe = (FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker, sign_map=learned)
             if build is not None else None)
     cfg = pipe.proposals if pipe is not None else ProposalConfig()
+    false: list[FalseDetection] = []
     fates = [f for stem, frame in frames if stem in keep
-             for f in frame_fates(stem, frame, gt.get(stem, []), cfg, ranker, pipe, iou, near, learned)]
-    return Diagnosis(fates, names, len(keep), frames_that_trained(meta or {}, data, ranker, learned) & keep)
+             for f in frame_fates(stem, frame, gt.get(stem, []), cfg, ranker, pipe, iou, near, learned, false)]
+    return Diagnosis(fates, names, len(keep), frames_that_trained(meta or {}, data, ranker, learned) & keep, false)
+
+
+def false_table(false: Sequence[FalseDetection]) -> str:
+    """A markdown table of false detections: one row per cue (most first) and one for all, a column per kind."""
+    by_cue: dict[str, Counter] = {}
+    for f in false:
+        by_cue.setdefault(f.cue, Counter())[f.kind] += 1
+    total = sum(by_cue.values(), Counter())
+    lines = ["| cue | false detections | " + " | ".join(FALSE_KINDS) + " |", "|" + "---|" * (len(FALSE_KINDS) + 2)]
+    for cue, c in [*sorted(by_cue.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])), ("all", total)]:
+        lines.append(f"| {cue} | {sum(c.values())} | " + " | ".join(str(c[k]) for k in FALSE_KINDS) + " |")
+    return "\n".join(lines)
 
 
 @cli_errors("python -m bench.misses")
@@ -205,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(tabulate(fates, stages, lambda f: str(f.class_id), class_names))
     print()
     print(tabulate(fates, stages, lambda f: size_bin(f.side), order=SIZE_NAMES))
+    if args.build is not None:
+        print()
+        print(f"{len(d.false)} false detections, by the cue that proposed them:")
+        print(false_table(d.false))
     return 0
 
 

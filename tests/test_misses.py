@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from bench import misses
-from runtime.annotations import read_gtsdb
+from runtime.annotations import Annotation, read_gtsdb
 from runtime.builds import BUILDS, build_file, read_metadata
-from runtime.proposals import ProposalConfig, candidates
+from runtime.classifier import Detection, Prediction
+from runtime.proposals import Proposal, ProposalConfig, candidates
 from runtime.roi import iou_matrix
 from tests import synth
 
@@ -70,6 +71,31 @@ def test_pipeline_reasons_with_a_build(exported, gtsdb_dir, capsys):
     assert misses.main(["--data", str(gtsdb_dir), "--build", str(build)]) == 0
     out = capsys.readouterr().out
     assert "| group | signs | hit | misread | rejected | loose | cut | near | none | hit share |" in out
+    assert f"{len(d.false)} false detections, by the cue" in out
+    assert "| cue | false detections | misread | double | loose | part | background |" in out
+    assert f"| all | {len(d.false)} |" in out
+
+
+def test_false_detections_get_the_kind_of_the_sign_they_overlap_most():
+    truth = [Annotation((100, 100, 139, 139), 1), Annotation((300, 100, 339, 139), 2)]
+
+    def det(box, cls, cue="red-hole"):
+        return Detection(box, Prediction(cls, str(cls), 0.9, ()), Proposal(box, cue, 0.5))
+
+    dets = [det((100, 100, 139, 139), 1),  # hits sign 0
+            det((102, 102, 141, 141), 1, "map"),  # sign 0 again: double
+            det((300, 100, 339, 139), 5),  # sign 1, another class: misread
+            det((290, 90, 349, 149), 2),  # sign 1 at IoU 0.44, no hit there: loose
+            det((130, 130, 169, 169), 1),  # IoU 0.03 with sign 0: part
+            det((600, 400, 639, 439), 3, "map")]  # nothing there: background
+    false = misses.false_detections("f", dets, truth, 0.5, 0.3)
+    assert [(f.kind, f.class_id, f.cue) for f in false] == [
+        ("double", 1, "map"), ("misread", 5, "red-hole"), ("loose", 2, "red-hole"), ("part", 1, "red-hole"),
+        ("background", 3, "map")]
+    assert not misses.false_detections("f", dets[:1], truth, 0.5, 0.3) and len(misses.false_detections("f", dets, [], 0.5, 0.3)) == 6
+    table = misses.false_table(false)
+    assert "| red-hole | 3 | 1 | 0 | 1 | 1 | 0 |" in table and "| map | 2 | 0 | 1 | 0 | 0 | 1 |" in table
+    assert "| all | 5 | 1 | 1 | 1 | 1 | 1 |" in table
 
 
 def test_bad_iou_flags_exit_2(gtsdb_dir):
