@@ -261,7 +261,7 @@ def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():
     assert np.array_equal(fit.pool_indices(labels, 30, 0), np.sort(np.random.default_rng(0).permutation(100)[:30]))
     even = fit.pool_indices(labels, 30, 0, "classes")
     assert len(even) == 30 and len(set(even.tolist())) == 30 and np.all(np.diff(even) > 0)
-    assert np.bincount(labels[even]).tolist() == [20, 6, 4]  # a quota of 10 a class, all of the smaller ones
+    assert np.bincount(labels[even]).tolist() == [20, 6, 4]  # all of the two small classes, the rest from the large one
     assert np.bincount(labels[fit.pool_indices(labels, 9, 1, "classes")], minlength=3).tolist() == [3, 3, 3]
     with pytest.raises(ConfigError, match="sampling"):
         fit.pool_indices(labels, 9, 0, "tracks")
@@ -275,3 +275,6 @@ def test_paste_errors_are_one_line(frames, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(frames), "--paste-rate", rate])
         assert e.value.code == 2 and "--paste-rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a sampling without signs to sample would change nothing, silently
+        fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste-sampling", "classes"])
+    assert e.value.code == 2 and "--paste SIGNS" in capsys.readouterr().err

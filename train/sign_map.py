@@ -335,9 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sign dataset (e.g. GTSRB, any layout python -m train reads) whose signs are pasted into "
                         "sign-free places of the training crops: more positives, of every class")
     p.add_argument("--paste-rate", type=float, default=1.0, help="signs pasted into a crop on average, with --paste")
-    p.add_argument("--paste-sampling", default="images", choices=PASTE_SAMPLING,
+    p.add_argument("--paste-sampling", choices=PASTE_SAMPLING,
                    help="with --paste: draw the pasted signs' pool from all images (classes as common as in the "
-                        "dataset) or evenly from every class (rare ones, e.g. white end-of-limit signs, as often as common)")
+                        "dataset; the default) or evenly from every class (rare ones, e.g. white end-of-limit "
+                        "signs, as often as common)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -350,8 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--steps must be at least 1")
     if not 0 < args.paste_rate <= 8:
         parser.error("--paste-rate must be above 0 and at most 8 (to paste nothing, leave out --paste)")
+    if args.paste_sampling is not None and args.paste is None:
+        parser.error("--paste-sampling chooses which signs --paste pastes; give --paste SIGNS too, or leave it out")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
-                 paste_rate=args.paste_rate, paste_sampling=args.paste_sampling, progress=not args.quiet)
+                 paste_rate=args.paste_rate, paste_sampling=args.paste_sampling or "images", progress=not args.quiet)
     return 0
 
 
