@@ -107,8 +107,9 @@ def pool_indices(labels: np.ndarray, count: int, seed: int, sampling: str = "ima
     rng = np.random.default_rng(seed)
     if sampling == "images":
         return np.sort(rng.permutation(len(labels))[:count])
-    index = np.concatenate([rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)])
-    rank = np.concatenate([np.arange(np.sum(labels == c)) for c in np.unique(labels)])  # place within its class
+    members = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    index = np.concatenate(members)
+    rank = np.concatenate([np.arange(len(m)) for m in members])  # place within its class
     order = np.lexsort((rng.random(len(index)), rank))  # every class's first, then every class's second, ...
     return np.sort(index[order[:count]])
 
