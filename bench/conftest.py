@@ -24,6 +24,7 @@ import pytest
 from runtime.builds import BUILDS, BuildSpec, build_file
 from runtime.classifier import Classifier
 from runtime.errors import BackendUnavailableError, BuildError
+from runtime.machine import describe_cpu
 from tests.fixtures import shared_data
 
 ALL_CORES = os.cpu_count() or 1
@@ -39,7 +40,7 @@ def _versions() -> dict[str, str]:
     import cv2
 
     out = {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
-           "machine": platform.machine()}
+           "machine": platform.machine(), "cpu": describe_cpu()}
     for name in ("ai_edge_litert", "tflite_runtime", "onnxruntime"):
         try:
             mod = __import__(name)
@@ -141,6 +142,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             rows.append(f"{bench.name:<52} p95 {info['p95_ms']:8.3f} ms  first invoke {info.get('first_invoke_ms', float('nan')):8.2f} ms"
                         + (f"  peak RSS {info['peak_rss_mb']:.1f} MB" if "peak_rss_mb" in info else ""))
     if rows:
-        terminalreporter.section("signkit: p95, first invoke, peak RSS")
+        terminalreporter.section(f"signkit: p95, first invoke, peak RSS (on {VERSIONS['cpu']})")
         for row in rows:
             terminalreporter.write_line(row)

@@ -40,6 +40,7 @@ from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from runtime.machine import describe_cpu
 from runtime.pipeline import FramePipeline, ProposalsAhead, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, iou_matrix
@@ -286,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded: list[Ranker | None] = [Ranker.load(p) for p in args.ranker] if args.ranker else [default_ranker()]
         rankers = loaded if len(loaded) == len(args.build) else loaded * len(args.build)  # one for all
     per_build = []
+    cpu = describe_cpu()
     for build, ranker in zip(args.build, rankers):
         scores = score_build(build, frames, gt, args.data, ranker=ranker, threads=args.threads, proposals=args.proposals,
                              repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap,
@@ -293,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_build.append(scores)
         if not args.json:
             n_frames, n_signs = scores[0].frames, scores[0].signs
-            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}")
+            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}, "
+                  f"timed on {cpu}")
             print(format_scores(scores))
     scores = [s for run in per_build for s in run]
     if len(per_build) > 1:  # the same setting of every build, pooled
@@ -303,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pooled over the {len(per_build)} builds, each on the frames that did not train it")
             print(format_scores(pooled))
     if args.json:
-        print(json.dumps([{**asdict(s), "fps": s.fps} for s in scores], indent=2))
+        print(json.dumps([{**asdict(s), "fps": s.fps, "cpu": cpu} for s in scores], indent=2))
     return 0
 
 

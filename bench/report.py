@@ -32,6 +32,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.builds import BUILDS
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from runtime.machine import describe_cpu
 from train.plots import gallery
 from train.runs import Run
 
@@ -83,6 +84,21 @@ def latency_table(bench_json: Path) -> tuple[dict[str, dict[str, Any]], dict[str
         elif name.startswith(("test_proposals", "test_crop_and_preprocess")):
             stages[name.split("[")[0].removeprefix("test_")] = 1000 * float(stats["median"])
     return per, raw, stages
+
+
+def timed_on(bench_json: Path) -> str | None:
+    """The CPU the latency JSON was timed on: the suite's own description, else pytest-benchmark's CPU brand."""
+    try:
+        data = json.loads(Path(bench_json).read_text())
+    except (OSError, ValueError):
+        return None
+    for b in data.get("benchmarks", []):
+        cpu = ((b.get("extra_info") or {}).get("versions") or {}).get("cpu")
+        if cpu:
+            return str(cpu)
+    cpu_info = (data.get("machine_info") or {}).get("cpu") or {}
+    brand = cpu_info.get("brand_raw")
+    return f"{brand}, {cpu_info['count']} cores" if brand and cpu_info.get("count") else brand
 
 
 def build_rows(ev: SplitEval, latency: dict[str, dict[str, Any]], frames: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,11 +240,12 @@ window.addEventListener('load', () => {{
 
 
 def write_report(run: Run, ev: SplitEval, rows: list[dict[str, Any]], stages: dict[str, float], pics: list[tuple[str, Path]],
-                 out: Path, compare: list[dict[str, Any]] | None, frames_note: str | None) -> dict[str, Path]:
+                 out: Path, compare: list[dict[str, Any]] | None, frames_note: str | None,
+                 cpu: str | None = None) -> dict[str, Path]:
     title = f"signkit report: {run.path.name} ({ev.split} split, {len(ev.labels)} images)"
     intro = (f"Float model (Keras): accuracy {ev.float_report.accuracy:.4f}. Every build runs through the TensorFlow-free "
              f"runtime on the same images. Latency: pytest-benchmark's medians and 95th percentiles per call "
-             f"(1 thread and {ALL}); ROIs/s with 8 ROIs in one call. Status: passed = written by export with its gate passed "
+             f"(1 thread and {ALL}){f', timed on {cpu}' if cpu else ''}; ROIs/s with 8 ROIs in one call. Status: passed = written by export with its gate passed "
              f"and holding the parity floors here.")
     stage_text = ", ".join(f"{k} {v:.2f} ms" for k, v in stages.items())
     md = [f"# {title}", "", intro, "", markdown_table(rows, COLUMNS)]
@@ -252,7 +269,7 @@ def write_report(run: Run, ev: SplitEval, rows: list[dict[str, Any]], stages: di
         body += ["<h2>Compared with the other report</h2>", html_table(compare, COMPARE_COLUMNS, "compare")]
     body += [_img_tag(p, t) for t, p in pics]
     record = {"run": str(run.path), "split": ev.split, "images": len(ev.labels),
-              "float_accuracy": ev.float_report.accuracy, "builds": rows, "frame_stages_ms": stages,
+              "float_accuracy": ev.float_report.accuracy, "builds": rows, "frame_stages_ms": stages, "timed_on": cpu,
               "parity": {n: b.parity.to_dict() for n, b in ev.builds.items() if b.parity is not None},
               "compare": compare, "plots": [p.name for _, p in pics]}
     paths = {"md": out / "report.md", "json": out / "report.json", "html": out / "report.html"}
@@ -274,7 +291,7 @@ def frame_scores(run: Run, frames: Path, repeat: int = 3) -> tuple[dict[str, dic
         s = score_build(path, loaded, gt, frames, ranker=default_ranker(), threads=(ALL,), proposals=("builtin",), repeat=repeat)[0]
         out[name] = {"proposal_recall": s.proposal_recall, "precision": s.precision, "recall": s.recall, "f1": s.f1,
                      "fps": s.fps, "frame_ms": s.ms}
-        note = f"{s.frames} frames of {frames}, {s.signs} signs, {ALL} threads, fastest of {repeat} passes"
+        note = f"{s.frames} frames of {frames}, {s.signs} signs, {ALL} threads, fastest of {repeat} passes, on {describe_cpu()}"
     return out, note
 
 
@@ -316,17 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     latency: dict[str, dict[str, Any]] = {}
     raw: dict[str, list[float]] = {}
     stages: dict[str, float] = {}
+    cpu = None
     if not args.no_latency:
         if args.latency_json:
             source = args.latency_json
         else:
             source = run_latency_suite(run.path, out / "latency.json")
         latency, raw, stages = latency_table(source)
+        cpu = timed_on(source)
     frames, note = (frame_scores(run, args.frames) if args.frames else ({}, None))
     rows = build_rows(ev, latency, frames)
     pics = make_plots(ev, rows, raw, out)
     compare = compare_rows(rows, other) if other is not None else None
-    paths = write_report(run, ev, rows, stages, pics, out, compare, note)
+    paths = write_report(run, ev, rows, stages, pics, out, compare, note, cpu)
     print(markdown_table(rows, COLUMNS))
     print(f"report: {paths['html']} ({paths['md'].name}, {paths['json'].name}, {len(pics)} plots)")
     return 0

@@ -23,6 +23,7 @@ from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
 from camera_demo.server import FrameBoard
 from camera_demo.sources import Frame, Source, SourceError, frames
 from camera_demo.tracking import Tracked, Tracker
+from runtime.machine import describe_cpu
 from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.roi import Box
 
@@ -68,6 +69,7 @@ class Summary:
     per_class: Counter[str] = field(default_factory=Counter)
     tracks: int = 0
     snapshots: int = 0
+    cpu: str = field(default_factory=describe_cpu)  # the frame rates mean little without it
 
     def fps(self, pct: float = 50) -> float:
         """Frames per second at the median (50) or at a low percentile (5: all but the slowest 5 % of frames)."""
@@ -83,14 +85,14 @@ class Summary:
                 "fps_overall": round(self.frames / self.seconds, 2) if self.seconds else 0.0, "fps_median": round(self.fps(50), 2),
                 "fps_p5": round(self.fps(5), 2), "ms": {k: round(v, 3) for k, v in self.medians().items()},
                 "detections_per_class": dict(self.per_class.most_common()), "tracks": self.tracks,
-                "frames_dropped": self.dropped, "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error}
+                "frames_dropped": self.dropped, "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error, "cpu": self.cpu}
 
     def format(self) -> str:
         ms = " ".join(f"{k} {v:.2f}" for k, v in self.medians().items())
         classes = ", ".join(f"{name} {n}" for name, n in self.per_class.most_common()) or "none"
         overall = self.frames / self.seconds if self.seconds else 0.0
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}): {overall:.1f} fps overall; per frame "
-                f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}\n"
+                f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}; on {self.cpu}\n"
                 f"median ms per frame: {ms}\n"
                 f"detections per class ({self.tracks} tracks): {classes}")
 

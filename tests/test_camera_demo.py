@@ -23,6 +23,7 @@ from camera_demo.sources import Frame, Picamera2Source, SourceError, open_source
 from camera_demo.tracking import Tracker
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier, Detection, Prediction
+from runtime.machine import describe_cpu
 from runtime.pipeline import FramePipeline
 from tests import synth
 
@@ -78,6 +79,7 @@ def test_video_to_jsonl_video_snapshots_and_summary(exported, video, tmp_path, c
     assert len(snaps) == json.loads((out / "summary.json").read_text())["snapshots"]  # one per new track
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 9 and summary["fps_median"] > 0 and summary["frames_dropped"] == 0
+    assert summary["cpu"] == describe_cpu()  # a frame rate names the hardware it was taken on
     assert "9 frames" in captured.out and "detections per class" in captured.out
 
 

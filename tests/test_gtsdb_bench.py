@@ -11,6 +11,7 @@ import pytest
 from bench import gtsdb
 from runtime.annotations import read_gtsdb
 from runtime.builds import BUILDS, build_file
+from runtime.machine import describe_cpu
 from runtime.pipeline import split_cores
 from runtime.proposals import propose
 from runtime.roi import iou_matrix
@@ -47,13 +48,15 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
     for s in scores:
         assert s["frames"] == 3 and s["signs"] == 12
         assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "post", "total"} and s["fps"] > 0
+        assert s["cpu"] == describe_cpu()
         if s["proposals"] == "gt":
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None
         else:
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is None
     assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "gt", "--threads", "1",
                        "--repeat", "1"]) == 0
-    assert "top1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "top1" in text and f"timed on {describe_cpu()}" in text
     with pytest.raises(SystemExit) as e:
         gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--repeat", "0"])
     assert e.value.code == 2

@@ -22,7 +22,8 @@ def _latency_json(path, builds):
             for batch in (1, 8):
                 data = [0.0001 * (i + 1) * batch * (1 + 0.01 * k) for k in range(50)]
                 benches.append({"name": f"test_invoke[{name}-t{threads}-b{batch}]", "params": {"threads": threads, "batch": batch},
-                                "extra_info": {"threads": threads, "batch": batch, "first_invoke_ms": 2.5, "peak_rss_mb": 70.0},
+                                "extra_info": {"threads": threads, "batch": batch, "first_invoke_ms": 2.5, "peak_rss_mb": 70.0,
+                                               "versions": {"cpu": "Test CPU 9000, 2 cores, avx2 fma"}},
                                 "stats": {"data": data, "median": sorted(data)[25]}})
     benches.append({"name": "test_proposals", "params": None, "extra_info": {}, "stats": {"data": [0.015], "median": 0.015}})
     path.write_text(json.dumps({"benchmarks": benches}))
@@ -53,6 +54,18 @@ def test_report_tables_and_figures(reported):
     md = (reported / "report/report.md").read_text()
     assert "| tflite-int8 | passed |" in md or "| tflite-int8 | exported, fails the gate |" in md
     assert rec["frame_stages_ms"]["proposals"] == pytest.approx(15.0)
+    assert rec["timed_on"] == "Test CPU 9000, 2 cores, avx2 fma" and "timed on Test CPU 9000" in md
+
+
+def test_timed_on_falls_back_to_pytest_benchmarks_cpu(tmp_path):
+    """A JSON from before the suite named its CPU still says what it was timed on; one that says nothing gives None."""
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "Cortex-A76", "count": 4}},
+                               "benchmarks": [{"name": "test_invoke[tflite-int8-t1-b1]", "extra_info": {}}]}))
+    assert report.timed_on(old) == "Cortex-A76, 4 cores"
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"benchmarks": []}))
+    assert report.timed_on(bare) is None
 
 
 def test_report_page_renders_in_a_browser(reported, tmp_path):
