@@ -37,6 +37,7 @@ from train.data.formats import FORMATS
 from train.device import BACKENDS
 from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
+from train.watchdog import STALL_EXIT
 
 ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-xs", "edge-ds", "edge-ds-s")  # train.models.ARCHS
 
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel training: mirrored = every GPU here, multiworker = across machines (TF_CONFIG)")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--stall-minutes", type=float, default=TrainConfig.stall_minutes,
+                   help=f"if no batch finishes for this long (TensorFlow can deadlock between epochs), say so and exit "
+                        f"with status {STALL_EXIT}: continue with --resume (run.sh does); 0: wait forever")
     return p
 
 
@@ -136,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--zoom and --shift must be between 0 and 1 (e.g. --zoom 0.2 --shift 0.1), --erase a probability")
     if not 0 < args.val_fraction < 1 or not 0 <= args.devtest_fraction < 1 - args.val_fraction:
         parser.error("--val-fraction must be between 0 and 1, --devtest-fraction at least 0 and below 1 - --val-fraction")
+    if args.stall_minutes < 0:
+        parser.error(f"--stall-minutes must be 0 (wait forever) or a positive number of minutes, not {args.stall_minutes:g}")
     out = args.out or (latest_run(require="checkpoints/state.json") if args.resume else new_run_dir(args.arch))
     augment = None if args.no_augment else AugmentConfig(zoom=args.zoom, shift=args.shift, erase_p=args.erase)
     cfg = TrainConfig(data=args.data, out=out, arch=args.arch, epochs=args.epochs, img_size=args.img_size,
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       device=args.device, augment=augment, use_cache=not args.no_cache, progress=not args.quiet,
                       background=args.background, resume=args.resume, min_per_class=args.min_per_class,
                       distribute=args.distribute, split_seed=args.split_seed, devtest_fraction=args.devtest_fraction,
-                      label_smoothing=args.label_smoothing, contrast=args.contrast)
+                      label_smoothing=args.label_smoothing, contrast=args.contrast, stall_minutes=args.stall_minutes)
     if args.add and not args.extend:
         parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
     if args.extend:
@@ -167,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      for d in given if d in FIELDS}
         if "no_augment" in given:
             overrides["augment"] = None
-        overrides.update({k: getattr(cfg, k) for k, d in (("use_cache", "no_cache"), ("progress", "quiet")) if d in given})
+        settable = (("use_cache", "no_cache"), ("progress", "quiet"), ("stall_minutes", "stall_minutes"))
+        overrides.update({k: getattr(cfg, k) for k, d in settable if d in given})
         cfg = resume_config(state["config"], Path(out), overrides)
     print_result(train(cfg))
     return 0
@@ -196,7 +203,7 @@ def extension_config(args: argparse.Namespace, given: set[str], out: Path) -> Tr
                    lr=chosen.get("lr", recorded.lr / 4), min_per_class=chosen.get("min_per_class", 200),
                    batch_size=chosen.get("batch_size", recorded.batch_size), patience=chosen.get("patience", recorded.patience),
                    seed=chosen.get("seed", recorded.seed), device=args.device, distribute=args.distribute,
-                   use_cache=not args.no_cache, progress=not args.quiet, resume=False)
+                   use_cache=not args.no_cache, progress=not args.quiet, stall_minutes=args.stall_minutes, resume=False)
 
 
 def print_result(result: TrainResult) -> None:

@@ -42,6 +42,7 @@ class TrainConfig:
     min_per_class: int = 0  # a class with fewer training images is repeated up to this many per epoch
     distribute: str = "none"  # "none" | "mirrored" (every GPU of this machine) | "multiworker" (TF_CONFIG)
     resume: bool = False
+    stall_minutes: float = 20.0  # no finished batch for this long: say so and exit STALL_EXIT (train.watchdog); 0: never
 
 
 # Settings that define what a run trains: fixed for its life. Resuming takes them from the run.
@@ -50,7 +51,7 @@ DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "we
             "val_fraction", "devtest_fraction",
             "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute")
 # Settings a resumed run may change.
-RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress")
+RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress", "stall_minutes")
 
 
 def to_json(cfg: TrainConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from train.data import Split, check_data_path, detect_format, load_dataset, rand
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
 from train.distribute import Distribution, distribution
+from train.watchdog import StallWatch, exit_stalled, progress_callback
 
 
 @dataclass
@@ -216,8 +217,13 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
           f"validating on {len(val_set)} ({split_info['kind']} split), {spec.size}x{spec.size}, {device}, backend {cfg.backend}"
           + (f", {dist.kind} over {dist.replicas} replicas (batch {scaled['global_batch']}, lr {scaled['lr']:g})"
              if dist.replicas > 1 or dist.kind != "none" else ""), file=sys.stderr)
-    model.fit(batches, validation_data=dist.validation_data(x_val, val_set.labels, scaled["global_batch"]), epochs=cfg.epochs,
-              initial_epoch=initial_epoch, callbacks=callbacks, verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
+    watch = StallWatch(cfg.stall_minutes, exit_stalled(out, cfg.stall_minutes)).start()
+    try:
+        model.fit(batches, validation_data=dist.validation_data(x_val, val_set.labels, scaled["global_batch"]),
+                  epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=[*callbacks, progress_callback(keras, watch)],
+                  verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
+    finally:
+        watch.stop()
 
     state = _load_state(ckpt_dir) or state
     best = keras.models.load_model(ckpt_dir / "best.keras")
