@@ -25,6 +25,19 @@ if [ ! -e "$DATA" ]; then
   $PYBIN -m train.download gtsrb --to "$DATA"
 fi
 RUN=${RUN_DIR:-runs/quickstart}
+# A training that stalls (TensorFlow can deadlock between two epochs) exits with status 75 after
+# --stall-minutes, its finished epochs checkpointed: resume it, twice at most.
+train_model() {
+  local rc=0 tries=0
+  $PYBIN -m train "$@" || rc=$?
+  while [ "$rc" -eq 75 ] && [ "$tries" -lt 2 ]; do
+    tries=$((tries + 1))
+    rc=0
+    echo "run.sh: the training stalled; resuming it from its last finished epoch ($tries of 2)" >&2
+    $PYBIN -m train --resume --out "$RUN" || rc=$?
+  done
+  return "$rc"
+}
 if [ -n "${GTSDB_DIR:-}" ]; then
   # "not a sign" crops: 30 a frame of a fitting set like gtsdb-train (300 frames), 150 a frame of 30 even frames
   if [ -n "${GTSDB_TRAIN_DIR:-}" ]; then FIT=("$GTSDB_TRAIN_DIR" --subset all); PER=30; else FIT=("$GTSDB_DIR" --subset even); PER=150; fi
@@ -32,10 +45,10 @@ if [ -n "${GTSDB_DIR:-}" ]; then
   $PYBIN -m train.proposals --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
   $PYBIN -m train.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" --out "$RUN/negatives"
   # the frame model stays edge without CLAHE, the configuration docs/results.md scored on road frames
-  $PYBIN -m train --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
+  train_model --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
     --arch edge --contrast none "$@"
 else
-  $PYBIN -m train --data "$DATA" --out "$RUN" "$@"
+  train_model --data "$DATA" --out "$RUN" "$@"
 fi
 $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split val
 if $PYBIN -m train.data.has_subset "$DATA" test; then

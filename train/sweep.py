@@ -32,6 +32,7 @@ import numpy as np
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from train.watchdog import STALL_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,19 @@ def read_plan(path: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
     return common, candidates, export
 
 
-def _run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        raise ConfigError(f"{' '.join(cmd[2:5])} ... failed (exit {proc.returncode}); see {log}")
+def _run(cmd: list[str], log: Path, resume: list[str] | None = None) -> None:
+    """Run ``cmd``, its output appended to ``log``; a training that stalled (``STALL_EXIT``) goes on with ``resume``,
+    twice at most."""
+    for attempt in range(3):
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            code = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+        if code != STALL_EXIT or resume is None or attempt == 2:
+            break
+        cmd = resume
+    if code != 0:
+        raise ConfigError(f"{' '.join(cmd[2:5])} ... failed (exit {code}); see {log}")
 
 
 def run_one(data: Path, folder: Path, seed: int, flags: list[str], epochs: int | None,
@@ -65,12 +72,13 @@ def run_one(data: Path, folder: Path, seed: int, flags: list[str], epochs: int |
     log = folder.parent / f"{folder.name}.log"
     py = sys.executable
     if not (folder / "model.keras").is_file():
+        resume = [py, "-m", "train", "--resume", "--out", str(folder), "--quiet"] + (["--epochs", str(epochs)] if epochs else [])
         if (folder / "checkpoints" / "state.json").is_file():
-            cmd = [py, "-m", "train", "--resume", "--out", str(folder), "--quiet"] + (["--epochs", str(epochs)] if epochs else [])
+            cmd = resume
         else:
             cmd = [py, "-m", "train", "--data", str(data), "--out", str(folder), "--seed", str(seed), "--quiet", *flags]
             cmd += ["--epochs", str(epochs)] if epochs else []
-        _run(cmd, log)
+        _run(cmd, log, resume=resume)
     if not (folder / "model_int8.tflite").is_file():
         _run([py, "-m", "export.tflite", "--int8", "--model", str(folder), *export_flags], log)
     if not (folder / "study.json").is_file():
