@@ -1,8 +1,9 @@
 """The CPU a timing was taken on, in one line, so no frame rate or ms per ROI is read without its hardware.
 
-Int8 and float kernels run several times faster on a CPU with wide integer dot-product instructions (x86
-AVX-512 VNNI, arm64 ``asimddp``) than on one without, so a figure means little without the CPU and these
-features beside it. Standard library only: the runtime stays light.
+Int8 kernels run several times faster on a CPU with integer dot-product instructions (x86 AVX-512
+VNNI or AVX-VNNI, arm64 ``asimddp``) than on one without, and float kernels faster with wider vectors
+(AVX-512), so a figure means little without the CPU and these features beside it. Standard library
+only: the runtime stays light.
 """
 
 from __future__ import annotations
