@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--subset", default="all", choices=("all", "even", "odd"), help="fit on these frames (by number)")
     p.add_argument("--out", type=Path, required=True, help="folder for sign_map.keras, sign_map_int8.tflite and its sidecar")
-    p.add_argument("--steps", type=int, default=STEPS, help="training batches (16 crops each); ~13 min here at the default")
+    p.add_argument("--steps", type=int, default=STEPS, help="training batches (16 crops each); the default takes 13-40 min on 2 CPU cores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paste", type=Path, metavar="SIGNS",
                    help="a sign dataset (e.g. GTSRB, any layout python -m train reads) whose signs are pasted into "
