@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from runtime.machine import describe_cpu
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.__main__ import main as train_main
 
@@ -97,9 +98,25 @@ def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
     assert rows["edge-ds"]["macs_m"] < rows["edge"]["macs_m"] and rows["edge-ds"]["int8_kb"] < rows["edge"]["int8_kb"]
     study = json.loads((out / "edge" / "s0" / "study.json").read_text())
     assert 0 <= study["int8_acc"] <= 1 and study["devtest_images"] > 0 and "int8_acc_16px" in study
+    assert study["cpu"] == describe_cpu() and f"on {describe_cpu()}." in (out / "sweep.md").read_text()
     assert (out / "sweep.png").is_file() and (out / "sweep.svg").is_file() and "| edge |" in (out / "sweep.md").read_text()
     mtime = (out / "edge" / "s0" / "model.keras").stat().st_mtime
     assert sweep.main(["--data", str(kaggle_dir), "--plan", str(plan), "--out", str(out), "--seeds", "0", "--epochs", "1"]) == 0
     assert (out / "edge" / "s0" / "model.keras").stat().st_mtime == mtime  # resumable: nothing done twice
     capsys.readouterr()
     assert sweep.main(["--out", str(out), "--table"]) == 0 and "edge-ds" in capsys.readouterr().out
+
+
+def test_sweep_table_says_where_ms_per_roi_was_timed(tmp_path):
+    """Studies measured on two CPUs (or before the CPU was recorded) are flagged, not silently compared."""
+    from train import sweep
+
+    def study(cpu):
+        return {**{k: 0.5 for k in sweep.KEYS}, **({"cpu": cpu} if cpu else {})}
+
+    rows = sweep.summarise({"a": [study("CPU A, 2 cores, avx2"), study("CPU A, 2 cores, avx2")], "b": [study(None)]})
+    assert [r["cpu"] for r in rows] == ["CPU A, 2 cores, avx2", "not recorded"]
+    md = sweep.write_table(tmp_path, rows, "python -m train.sweep").read_text()
+    assert "on CPU A, 2 cores, avx2 and not recorded." in md and "different CPUs" in md
+    md = sweep.write_table(tmp_path, rows[:1], "python -m train.sweep").read_text()
+    assert "on CPU A, 2 cores, avx2." in md and "different CPUs" not in md

@@ -32,6 +32,7 @@ import numpy as np
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from runtime.machine import describe_cpu
 from train.watchdog import STALL_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +131,7 @@ def measure(folder: Path) -> dict[str, Any]:
         "macs_m": count_macs(model) / 1e6, "params": int(model.count_params()),
         "int8_kb": (folder / "model_int8.tflite").stat().st_size / 1024,
         "ms_per_roi": ms_per_roi(folder / "model_int8.tflite", to_model_input(dev.images[:1], spec)),
+        "cpu": describe_cpu(),
     }
     for name, degrade in DEGRADATIONS.items():
         out[f"int8_acc_{name}"] = scores(degrade(dev.images))[1]
@@ -149,6 +151,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for k in KEYS:
             vals = np.array([r[k] for r in runs], float)
             row[k], row[f"{k}_sd"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        row["cpu"] = "; ".join(sorted({r.get("cpu") or "not recorded" for r in runs}))  # where ms/ROI was timed
         rows.append(row)
     return sorted(rows, key=lambda r: -r["int8_acc"])
 
@@ -169,8 +172,11 @@ def write_table(out: Path, rows: list[dict[str, Any]], command: str) -> Path:
             else:
                 cells.append(f"{r[k]:.1f}" if k != "ms_per_roi" else f"{r[k]:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    cpus = sorted({c for r in rows for c in r["cpu"].split("; ")})
     lines += ["", "Means over seeds (± sample standard deviation); dev-test: tracks held out from training and from the",
-              "choice of epoch, the same for every candidate and seed. ms/ROI: int8 build, one thread, this machine."]
+              f"choice of epoch, the same for every candidate and seed. ms/ROI: int8 build, one thread, on {' and '.join(cpus)}."]
+    if len(cpus) > 1:
+        lines.append("**The runs were timed on different CPUs: compare ms/ROI only between runs on the same one.**")
     write_text_atomic(out / "sweep.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "sweep.json", json.dumps(rows, indent=2))
     with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
