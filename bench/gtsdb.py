@@ -4,8 +4,8 @@
     python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
 
 Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
-the right class), per-stage milliseconds per frame (proposals, crop+preprocess, invoke, post) for
-each thread count, and with ground-truth boxes as proposals the classification-only accuracy on
+the right class), per-stage milliseconds per frame (proposals, crop+preprocess, invoke, post, second
+look) for each thread count, and with ground-truth boxes as proposals the classification-only accuracy on
 real camera crops. Every frame goes through ``runtime.pipeline.FramePipeline.run``, the code users
 call, and its own stage times are what is reported. Frame decoding is not timed: a camera hands
 frames over decoded. ``--overlap`` also runs the camera demo's way of using two cores
@@ -13,7 +13,8 @@ frames over decoded. ``--overlap`` also runs the camera demo's way of using two 
 frame is classified, the classifier on half the ``--threads`` and OpenCV on all of them, as the demo
 splits the cores); its "total" is then the wall time from one frame's result to the next.
 Each setting runs ``--repeat`` times and the fastest pass is reported; the scores are the same
-every pass.
+every pass. ``--no-second-look`` scores the pipeline without its second look at each detection
+(``runtime.pipeline.SECOND_LOOK_SCALES``), to see what it wins and costs.
 
 Frames that fitted the proposal ranker (``--ranker``, default the runtime's own), the learned
 sign map (``--sign-map``) or mined the build's background class are left out: a frame that trained
@@ -67,6 +68,7 @@ class PipelineScore:
     build: str = ""
     threshold: float = 0.0  # the build's unknown threshold (or --threshold)
     overlap: bool = False  # proposals of the next frame ran while this one was classified (ProposalsAhead)
+    second_look: bool = True  # each detection was checked again (FramePipeline.look_again)
 
     @property
     def fps(self) -> float:
@@ -149,7 +151,7 @@ def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt
     clf = pipe.classifier
     score = _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
                    {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path), clf.threshold)
-    return replace(score, overlap=overlap)
+    return replace(score, overlap=overlap, second_look=pipe.second_look)
 
 
 def _score(proposals: str, threads: int, frames: int, signs: int, props: int, covered: int, tp: int, dets: int,
@@ -172,18 +174,19 @@ def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
                     round(sum(s.proposals_per_frame * s.frames for s in scores)), sum(s.signs_proposed for s in scores),
                     sum(s.true_positives for s in scores), sum(s.detections for s in scores),
                     sum(s.top1_right for s in scores), ms, "pooled")
-    return replace(pooled, overlap=scores[0].overlap)
+    return replace(pooled, overlap=scores[0].overlap, second_look=scores[0].second_look)
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
     lines = [(f"{'proposals':<13} {'thr':>3} {'props/fr':>8} {'prop rec':>8} {'prec':>6} {'recall':>6} {'F1':>6} {'top1':>6} "
-              f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms post':>7} {'ms tot':>7} {'fps':>6}")]
+              f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms post':>7} {'ms 2nd':>7} {'ms tot':>7} {'fps':>6}")]
     for s in scores:
         top1 = f"{s.top1_accuracy:6.3f}" if s.top1_accuracy is not None else f"{'-':>6}"
         kind = s.proposals + ("+ahead" if s.overlap else "")
         lines.append(f"{kind:<13} {s.threads:>3} {s.proposals_per_frame:8.1f} {s.proposal_recall:8.3f} {s.precision:6.3f} "
                      f"{s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} {s.ms['crop+preprocess']:7.2f} "
-                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['total']:7.2f} {s.fps:6.1f}")
+                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms.get('second look', 0.0):7.2f} {s.ms['total']:7.2f} "
+                     f"{s.fps:6.1f}")
     return "\n".join(lines)
 
 
@@ -218,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign-map", type=Path, default=None,
                    help="a learned proposal source (python -m train.sign_map) beside the colour cues; frames that fitted it "
                         "are left out")
+    p.add_argument("--no-second-look", action="store_true",
+                   help="keep every detection as the first invoke reads it, without cropping it again at 0.9, 1.15 and "
+                        "1.3 times its box and keeping it when 2 of the 3 agree (what the pipeline does by default)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
 
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], data: Path, *,
                 ranker: Ranker | None, threads: Sequence[int] = (1, 2), proposals: Sequence[str] = ("builtin", "gt"),
                 repeat: int = 3, iou: float = 0.5, threshold: float | None = None, overlap: bool = False,
-                sign_map: Path | None = None) -> list[PipelineScore]:
+                sign_map: Path | None = None, second_look: bool = True) -> list[PipelineScore]:
     """Every (threads, proposals) setting of one build, on the frames of ``data`` that trained neither it nor its ranker.
 
     Each setting runs ``repeat`` times; the fastest pass is kept (the scores are the same every pass).
@@ -242,24 +248,25 @@ def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str,
                           "ranker or sign map; score other frames (--frames odd) or refit (python -m train.proposals)")
     scores = []
     for n in threads:
-        pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker, sign_map=learned)
+        pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker, sign_map=learned,
+                             second_look=second_look)
         for kind in proposals:
             runs = [score_pipeline(pipe, left, gt, kind, iou) for _ in range(repeat)]
             scores.append(min(runs, key=lambda s: s.ms["total"]))
         if overlap and "builtin" in proposals:
             scores.append(_score_ahead(build, left, gt, n, ranker=ranker, sign_map=learned, repeat=repeat, iou=iou,
-                                       threshold=threshold))
+                                       threshold=threshold, second_look=second_look))
     return scores
 
 
 def _score_ahead(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], cores: int, *,
                  ranker: Ranker | None, sign_map: SignMap | None, repeat: int, iou: float,
-                 threshold: float | None) -> PipelineScore:
+                 threshold: float | None, second_look: bool = True) -> PipelineScore:
     """The overlapped setting on ``cores`` cores, split between the stages as the camera demo splits them
     (``split_cores``: the classifier half the cores, OpenCV all of them); the row's thread count is ``cores``."""
     clf_threads, cv_threads = split_cores(cores)
     pipe = FramePipeline(Classifier.from_build(build, threads=clf_threads, threshold=threshold), ranker=ranker,
-                         sign_map=sign_map)
+                         sign_map=sign_map, second_look=second_look)
     before = cv2.getNumThreads()
     cv2.setNumThreads(cv_threads)
     try:
@@ -291,11 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for build, ranker in zip(args.build, rankers):
         scores = score_build(build, frames, gt, args.data, ranker=ranker, threads=args.threads, proposals=args.proposals,
                              repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap,
-                             sign_map=args.sign_map)
+                             sign_map=args.sign_map, second_look=not args.no_second_look)
         per_build.append(scores)
         if not args.json:
             n_frames, n_signs = scores[0].frames, scores[0].signs
-            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}, "
+            look = ", no second look" if args.no_second_look else ""
+            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}{look}, "
                   f"timed on {cpu}")
             print(format_scores(scores))
     scores = [s for run in per_build for s in run]

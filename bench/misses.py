@@ -4,6 +4,8 @@ Every sign of a GTSDB-layout folder gets one reason, the first that applies:
 
 * ``hit``: a detection of the right class at IoU >= ``--iou``;
 * ``misread``: a detection at IoU >= ``--iou`` that names another class;
+* ``unconfirmed``: a detection of the right class at IoU >= ``--iou`` that the pipeline's second look
+  dropped (fewer than 2 of its re-crops read its class: ``runtime.pipeline.SECOND_LOOK_SCALES``);
 * ``rejected``: a proposal at IoU >= ``--iou`` that the classifier called background or unknown
   (or that a surer overlapping detection suppressed);
 * ``loose``: the right class, but the detection's box is off (IoU in [``--near``, ``--iou``)): what
@@ -52,7 +54,7 @@ from runtime.proposals import ProposalConfig, Ranker, candidates, default_ranker
 from runtime.roi import iou_matrix
 from runtime.sign_map import SignMap
 
-STAGES = ("hit", "misread", "rejected", "loose", "cut", "near", "none")
+STAGES = ("hit", "misread", "unconfirmed", "rejected", "loose", "cut", "near", "none")
 FALSE_KINDS = ("misread", "double", "loose", "part", "background")
 PROPOSAL_STAGES = ("proposed", "cut", "near", "none")
 SIZE_EDGES = (0, 20, 30, 45, 70)  # sign side in pixels: the lower edge of each size bin
@@ -128,6 +130,9 @@ def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: Prop
         detected = {t: "hit" for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou)}
         for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou, need_class=False):
             detected.setdefault(t, "misread")
+        dropped = list(result.unconfirmed)
+        for t, _ in match_pairs([d.box for d in dropped], [d.prediction.class_id for d in dropped], gt_boxes, gt_classes, iou):
+            detected.setdefault(t, "unconfirmed")
         for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, near):
             detected.setdefault(t, "loose")
         if false is not None:
@@ -180,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.misses", formatter_class=HelpFormatter,
         description="Which annotated signs the frame pipeline misses, and at which stage (no candidate, a candidate "
-                    "the ranking cut, rejected, misread, a loose box), by class and by size; with --build, also what "
+                    "the ranking cut, rejected, unconfirmed by the second look, misread, a loose box), by class and by size; with --build, also what "
                     "its false detections are (misread, double, loose, part of a sign, background), by cue.",
         epilog="examples:\n  python -m bench.misses --data ../shared/data/gtsdb-train\n"
                "  python -m bench.misses --data ../shared/data/gtsdb-train --build runs/bg-train/model_int8.tflite\n"

@@ -40,6 +40,20 @@ def test_proposals_on_a_blank_frame_are_empty():
 
 
 @pytest.mark.slow
+def test_bench_gtsdb_without_the_second_look_keeps_every_detection(exported, gtsdb_dir, capsys):
+    build = build_file(exported, BUILDS["tflite-int8"])
+    rows = {}
+    for flags in ((), ("--no-second-look",)):
+        assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+                           "--repeat", "1", "--threshold", "0", "--json", *flags]) == 0
+        (rows[flags],) = json.loads(capsys.readouterr().out)
+    on, off = rows[()], rows[("--no-second-look",)]
+    assert on["second_look"] and not off["second_look"] and off["ms"]["second look"] == 0.0
+    assert on["detections"] <= off["detections"] and on["true_positives"] <= off["true_positives"]
+    assert on["proposals_per_frame"] == off["proposals_per_frame"]  # the same proposals, looked at again or not
+
+
+@pytest.mark.slow
 def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys):
     build = build_file(exported, BUILDS["tflite-int8"])
     assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--threads", "1", "2", "--json"]) == 0
@@ -47,7 +61,7 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
     assert {(s["proposals"], s["threads"]) for s in scores} == {("builtin", 1), ("gt", 1), ("builtin", 2), ("gt", 2)}
     for s in scores:
         assert s["frames"] == 3 and s["signs"] == 12
-        assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "post", "total"} and s["fps"] > 0
+        assert set(s["ms"]) == {"proposals", "crop+preprocess", "invoke", "post", "second look", "total"} and s["fps"] > 0
         assert s["cpu"] == describe_cpu()
         if s["proposals"] == "gt":
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None

@@ -70,7 +70,7 @@ def test_pipeline_reasons_with_a_build(exported, gtsdb_dir, capsys):
     assert d.class_names == list(read_metadata(build)["class_names"])
     assert misses.main(["--data", str(gtsdb_dir), "--build", str(build)]) == 0
     out = capsys.readouterr().out
-    assert "| group | signs | hit | misread | rejected | loose | cut | near | none | hit share |" in out
+    assert "| group | signs | hit | misread | unconfirmed | rejected | loose | cut | near | none | hit share |" in out
     assert f"{len(d.false)} false detections, by the cue" in out
     assert "| cue | false detections | misread | double | loose | part | background |" in out
     assert f"| all | {len(d.false)} |" in out

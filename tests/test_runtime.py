@@ -259,3 +259,68 @@ def test_keep_signs_drops_unknowns_and_the_less_sure_of_two_overlapping_detectio
     kept = keep_signs(dets)
     assert [d.prediction.class_id for d in kept] == [2, 3]  # most confident first, the 0.97 duplicate gone
     assert keep_signs([]) == []
+
+
+def test_rescaled_box_keeps_its_centre():
+    from runtime.pipeline import rescaled
+
+    assert rescaled((10, 20, 50, 40), 1.5) == (0.0, 15.0, 60.0, 45.0)
+    assert rescaled((10, 20, 50, 40), 1.0) == (10.0, 20.0, 50.0, 40.0)
+
+
+@pytest.mark.slow
+def test_second_look_keeps_a_detection_when_two_of_three_recrops_read_its_class(exported, monkeypatch):
+    from runtime import pipeline
+    from runtime.classifier import Detection, Prediction
+
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-f32"]), threshold=0.5)
+    pipe = pipeline.FramePipeline(clf)
+    frame = np.full((200, 300, 3), 90, np.uint8)
+    signs = [Detection((10, 10, 50, 50), Prediction(1, "b", 0.9, ())),  # read as 1, 1, 2: kept
+             Detection((100, 10, 140, 50), Prediction(2, "c", 0.9, ())),  # 2, unsure, 0: dropped
+             Detection((200, 10, 240, 50), Prediction(3, "d", 0.9, ()))]  # 3, 3, 3: kept
+    reads = [(1, 0.9), (1, 0.8), (2, 0.9), (2, 0.9), (2, 0.3), (0, 0.9), (3, 0.9), (3, 0.9), (3, 0.9)]
+    n = len(clf.class_names)
+    seen = []
+
+    def fake_proba(x):
+        seen.append(len(x))
+        probs = np.zeros((len(reads), n), np.float32)
+        for row, (cls, p) in zip(probs, reads):
+            row[:] = (1 - p) / (n - 1)
+            row[cls] = p
+        return probs
+
+    crops = []
+    real_crop = pipeline.crop_rois
+    monkeypatch.setattr(pipeline, "crop_rois", lambda f, boxes, spec: crops.append(list(boxes)) or real_crop(f, boxes, spec))
+    monkeypatch.setattr(clf, "predict_proba", fake_proba)
+    kept, dropped = pipe.look_again(frame, signs)
+    assert [d.prediction.class_id for d in kept] == [1, 3] and [d.prediction.class_id for d in dropped] == [2]
+    assert seen == [9]  # one invoke for every re-crop of the frame
+    assert crops[0][:3] == [pipeline.rescaled((10, 10, 50, 50), s) for s in pipeline.SECOND_LOOK_SCALES]
+    assert pipe.look_again(frame, []) == ([], [])
+
+
+@pytest.mark.slow
+def test_second_look_runs_on_proposals_only_and_can_be_turned_off(exported, monkeypatch):
+    from runtime import pipeline
+
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-f32"]), threshold=0.0)
+    frame = np.random.default_rng(3).integers(0, 255, (240, 320, 3), np.uint8)
+    looked = []
+    real = pipeline.FramePipeline.look_again
+
+    def spy(self, frame_bgr, signs):
+        looked.append(len(signs))
+        return real(self, frame_bgr, signs)
+
+    monkeypatch.setattr(pipeline.FramePipeline, "look_again", spy)
+    given = pipeline.FramePipeline(clf).run(frame, [(10, 10, 60, 60), (100, 100, 150, 150)])
+    assert looked == [] and len(given.detections) >= 1 and given.unconfirmed == ()  # boxes the caller gives are kept
+    assert given.ms.second_look == 0.0 and "second look" in given.ms.to_dict()
+    on = pipeline.FramePipeline(clf).run(frame)
+    assert len(looked) == 1
+    off = pipeline.FramePipeline(clf, second_look=False).run(frame)
+    assert len(looked) == 1 and off.unconfirmed == ()
+    assert {d.box for d in on.detections} | {d.box for d in on.unconfirmed} == {d.box for d in off.detections}
