@@ -68,6 +68,7 @@ class Summary:
     stage_ms: dict[str, list[float]] = field(default_factory=dict)
     per_class: Counter[str] = field(default_factory=Counter)
     tracks: int = 0
+    unconfirmed: int = 0  # detections the pipeline's second look dropped, over the run
     snapshots: int = 0
     cpu: str = field(default_factory=describe_cpu)  # the frame rates mean little without it
 
@@ -85,6 +86,7 @@ class Summary:
                 "fps_overall": round(self.frames / self.seconds, 2) if self.seconds else 0.0, "fps_median": round(self.fps(50), 2),
                 "fps_p5": round(self.fps(5), 2), "ms": {k: round(v, 3) for k, v in self.medians().items()},
                 "detections_per_class": dict(self.per_class.most_common()), "tracks": self.tracks,
+                "unconfirmed": self.unconfirmed,
                 "frames_dropped": self.dropped, "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error, "cpu": self.cpu}
 
     def format(self) -> str:
@@ -94,7 +96,7 @@ class Summary:
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}): {overall:.1f} fps overall; per frame "
                 f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}; on {self.cpu}\n"
                 f"median ms per frame: {ms}\n"
-                f"detections per class ({self.tracks} tracks): {classes}")
+                f"detections per class ({self.tracks} tracks; {self.unconfirmed} more dropped by the second look): {classes}")
 
 
 class ReadAhead:
@@ -150,12 +152,12 @@ class ReadAhead:
         self._thread.join(timeout=5)
 
 
-def _record(frame: Frame, tracked: Sequence[Tracked], proposed: bool, ms: dict[str, float]) -> dict[str, Any]:
+def _record(frame: Frame, tracked: Sequence[Tracked], proposed: bool, ms: dict[str, float], unconfirmed: int = 0) -> dict[str, Any]:
     return {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "proposed": proposed,
             "detections": [{"box": list(t.detection.box), "class_id": t.class_id, "label": t.label,
                             "score": round(t.detection.prediction.score, 4), "track": t.track,
                             "frame_class_id": t.detection.prediction.class_id} for t in tracked],
-            "ms": {k: round(v, 3) for k, v in ms.items()}}
+            "unconfirmed": unconfirmed, "ms": {k: round(v, 3) for k, v in ms.items()}}
 
 
 def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sinks: Sinks,
@@ -228,7 +230,7 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
             tracked = tracker.update(result.detections, frame.index, names)
             t_out = time.perf_counter()
             if sinks.jsonl:
-                sinks.jsonl.write(_record(frame, tracked, proposed, result.ms.to_dict()))
+                sinks.jsonl.write(_record(frame, tracked, proposed, result.ms.to_dict(), len(result.unconfirmed)))
             if sinks.snapshots:
                 for t in tracked:
                     if t.new:
@@ -246,6 +248,7 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
                 if sinks.window:
                     keep_going = sinks.window.show(image)
             summary.per_class.update(t.label for t in tracked)
+            summary.unconfirmed += len(result.unconfirmed)
             now = time.perf_counter()
             stages = {"read": 1000 * (got - last), **result.ms.to_dict(), "output": 1000 * (now - t_out)}
             for k, v in stages.items():

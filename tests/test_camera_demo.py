@@ -80,6 +80,7 @@ def test_video_to_jsonl_video_snapshots_and_summary(exported, video, tmp_path, c
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 9 and summary["fps_median"] > 0 and summary["frames_dropped"] == 0
     assert summary["cpu"] == describe_cpu()  # a frame rate names the hardware it was taken on
+    assert summary["unconfirmed"] == sum(r["unconfirmed"] for r in lines)  # what the second look dropped
     assert "9 frames" in captured.out and "detections per class" in captured.out
 
 
@@ -409,8 +410,10 @@ def test_the_demo_runs_the_same_pipeline_as_bench(exported, video, tmp_path):
     assert demo_cli.main(["--build", str(build), "--source", str(video), "--headless", "--frames", "1", "--threshold", "0",
                           "--jsonl", str(jsonl), "--threads", "1"]) == 0
     frame = cv2.VideoCapture(str(video)).read()[1]
-    expected = FramePipeline(Classifier.from_build(build, threads=1, threshold=0.0)).run(frame).detections
-    assert [d["box"] for d in _lines(jsonl)[0]["detections"]] == [list(d.box) for d in expected]
+    expected = FramePipeline(Classifier.from_build(build, threads=1, threshold=0.0)).run(frame)
+    line = _lines(jsonl)[0]
+    assert [d["box"] for d in line["detections"]] == [list(d.box) for d in expected.detections]
+    assert line["unconfirmed"] == len(expected.unconfirmed)
 
 
 def test_a_followed_sign_is_searched_with_the_colour_of_its_cue():
