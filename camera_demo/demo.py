@@ -96,7 +96,7 @@ class Summary:
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}): {overall:.1f} fps overall; per frame "
                 f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}; on {self.cpu}\n"
                 f"median ms per frame: {ms}\n"
-                f"detections per class ({self.tracks} tracks; {self.unconfirmed} more dropped by the second look): {classes}")
+                f"detections per class ({self.tracks} tracks; the second look dropped {self.unconfirmed} detections): {classes}")
 
 
 class ReadAhead:

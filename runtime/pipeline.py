@@ -30,7 +30,7 @@ OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 # The second look: every detection of a proposed box is cropped again at these times its size and kept only
 # when at least SECOND_LOOK_VOTES of the crops read its class. A sign stays a sign when framed a little tighter
 # or looser; most leaves and windows read as one do not (docs/results.md, "A second look at every detection":
-# on held-out gtsdb-train frames, half the false detections gone for 4 of 363 hits).
+# on gtsdb-train frames, half the false detections gone for 4 of 363 hits).
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
