@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker", type=Path, default=None, help="proposal ranker JSON (default: the runtime's own)")
     p.add_argument("--no-second-look", action="store_true",
                    help="keep every detection as first read, without cropping it again at 0.9, 1.15 and 1.3 times its "
-                        "box and keeping it when 2 of the 3 agree (a few %% of a frame's time; it halves false detections)")
+                        "box and keeping it when 2 of the 3 agree (a few %% of a frame's time; it removed 40-50 %% of the false "
+                        "detections in docs/results.md)")
     p.add_argument("--sign-map", type=Path, default=None,
                    help="a learned proposal source (python -m train.sign_map) beside the colour cues, on full frames")
     p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
