@@ -185,7 +185,7 @@ def format_scores(scores: list[PipelineScore]) -> str:
         kind = s.proposals + ("+ahead" if s.overlap else "")
         lines.append(f"{kind:<13} {s.threads:>3} {s.proposals_per_frame:8.1f} {s.proposal_recall:8.3f} {s.precision:6.3f} "
                      f"{s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} {s.ms['crop+preprocess']:7.2f} "
-                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms.get('second look', 0.0):7.2f} {s.ms['total']:7.2f} "
+                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['second look']:7.2f} {s.ms['total']:7.2f} "
                      f"{s.fps:6.1f}")
     return "\n".join(lines)
 

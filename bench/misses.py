@@ -130,7 +130,7 @@ def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: Prop
         detected = {t: "hit" for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou)}
         for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, iou, need_class=False):
             detected.setdefault(t, "misread")
-        dropped = list(result.unconfirmed)
+        dropped = result.unconfirmed
         for t, _ in match_pairs([d.box for d in dropped], [d.prediction.class_id for d in dropped], gt_boxes, gt_classes, iou):
             detected.setdefault(t, "unconfirmed")
         for t, _ in match_pairs(boxes, classes, gt_boxes, gt_classes, near):

@@ -152,7 +152,7 @@ class ReadAhead:
         self._thread.join(timeout=5)
 
 
-def _record(frame: Frame, tracked: Sequence[Tracked], proposed: bool, ms: dict[str, float], unconfirmed: int = 0) -> dict[str, Any]:
+def _record(frame: Frame, tracked: Sequence[Tracked], proposed: bool, ms: dict[str, float], unconfirmed: int) -> dict[str, Any]:
     return {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "proposed": proposed,
             "detections": [{"box": list(t.detection.box), "class_id": t.class_id, "label": t.label,
                             "score": round(t.detection.prediction.score, 4), "track": t.track,
