@@ -53,17 +53,27 @@ def run_latency_suite(run: Path, out_json: Path) -> Path:
     return out_json
 
 
-def latency_table(bench_json: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]], dict[str, float]]:
-    """Per build: p50/p95 ms per ROI at 1 and all threads, ROIs/s batched, first invoke, RSS; raw 1-thread timings;
-    and the frame stages' medians."""
+def read_latency_json(bench_json: Path) -> dict[str, Any]:
+    """A pytest-benchmark JSON, read once for ``latency_table`` and ``timed_on``.
+
+    Raises:
+        ConfigError: the file is missing or is not pytest-benchmark JSON (one line naming it)."""
     try:
-        data = json.loads(Path(bench_json).read_text())["benchmarks"]
-    except (OSError, ValueError, KeyError) as err:
+        data = json.loads(Path(bench_json).read_text())
+    except (OSError, ValueError) as err:
         raise ConfigError(f"--latency-json {bench_json} is not pytest-benchmark JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ConfigError(f"--latency-json {bench_json} is not pytest-benchmark JSON (no list of benchmarks)")
+    return data
+
+
+def latency_table(data: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]], dict[str, float]]:
+    """Per build: p50/p95 ms per ROI at 1 and all threads, ROIs/s batched, first invoke, RSS; raw 1-thread timings;
+    and the frame stages' medians (``data``: ``read_latency_json``'s)."""
     per: dict[str, dict[str, Any]] = {}
     raw: dict[str, list[float]] = {}
     stages: dict[str, float] = {}
-    for b in data:
+    for b in data["benchmarks"]:
         params, info, stats = b.get("params") or {}, b.get("extra_info") or {}, b["stats"]
         name = b["name"]
         if name.startswith("test_invoke["):
@@ -86,12 +96,9 @@ def latency_table(bench_json: Path) -> tuple[dict[str, dict[str, Any]], dict[str
     return per, raw, stages
 
 
-def timed_on(bench_json: Path) -> str | None:
-    """The CPU the latency JSON was timed on: the suite's own description, else pytest-benchmark's CPU brand."""
-    try:
-        data = json.loads(Path(bench_json).read_text())
-    except (OSError, ValueError):
-        return None
+def timed_on(data: dict[str, Any]) -> str | None:
+    """The CPU a latency JSON (``read_latency_json``'s) was timed on: the suite's own description, else
+    pytest-benchmark's CPU brand."""
     for b in data.get("benchmarks", []):
         cpu = ((b.get("extra_info") or {}).get("versions") or {}).get("cpu")
         if cpu:
@@ -327,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             other = json.loads(args.compare.read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"--compare {args.compare} is not a report.json ({err})") from None
+    given = read_latency_json(args.latency_json) if args.latency_json and not args.no_latency else None  # before the long work
     out = ensure_writable_dir(args.out or run.path / "report", "--out")
     print(f"evaluating every build of {run.path} on its {args.split} split ...", file=sys.stderr)
     ev = evaluate_builds(run, args.split, args.data, progress=True)
@@ -335,12 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: dict[str, float] = {}
     cpu = None
     if not args.no_latency:
-        if args.latency_json:
-            source = args.latency_json
-        else:
-            source = run_latency_suite(run.path, out / "latency.json")
-        latency, raw, stages = latency_table(source)
-        cpu = timed_on(source)
+        timings = given if given is not None else read_latency_json(run_latency_suite(run.path, out / "latency.json"))
+        latency, raw, stages = latency_table(timings)
+        cpu = timed_on(timings)
     frames, note = (frame_scores(run, args.frames) if args.frames else ({}, None))
     rows = build_rows(ev, latency, frames)
     pics = make_plots(ev, rows, raw, out)

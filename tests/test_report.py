@@ -57,15 +57,25 @@ def test_report_tables_and_figures(reported):
     assert rec["timed_on"] == "Test CPU 9000, 2 cores, avx2 fma" and "timed on Test CPU 9000" in md
 
 
+def test_a_bad_latency_json_is_refused_before_the_evaluation(exported, tmp_path, capsys):
+    """A --latency-json that is not pytest-benchmark JSON stops the report at once, with one line naming the flag."""
+    bad = tmp_path / "bench.json"
+    bad.write_text("{not json")
+    assert report.main(["--artifacts", str(exported), "--latency-json", str(bad), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "--latency-json" in err and str(bad) in err and "evaluating" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_timed_on_falls_back_to_pytest_benchmarks_cpu(tmp_path):
     """A JSON from before the suite named its CPU still says what it was timed on; one that says nothing gives None."""
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "Cortex-A76", "count": 4}},
                                "benchmarks": [{"name": "test_invoke[tflite-int8-t1-b1]", "extra_info": {}}]}))
-    assert report.timed_on(old) == "Cortex-A76, 4 cores"
+    assert report.timed_on(report.read_latency_json(old)) == "Cortex-A76, 4 cores"
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"benchmarks": []}))
-    assert report.timed_on(bare) is None
+    assert report.timed_on(report.read_latency_json(bare)) is None
 
 
 def test_report_page_renders_in_a_browser(reported, tmp_path):
