@@ -53,17 +53,17 @@ def run_latency_suite(run: Path, out_json: Path) -> Path:
     return out_json
 
 
-def read_latency_json(bench_json: Path) -> dict[str, Any]:
-    """A pytest-benchmark JSON, read once for ``latency_table`` and ``timed_on``.
+def read_latency_json(bench_json: Path, what: str = "--latency-json") -> dict[str, Any]:
+    """A pytest-benchmark JSON, read once for ``latency_table`` and ``timed_on``; ``what`` names it in errors.
 
     Raises:
         ConfigError: the file is missing or is not pytest-benchmark JSON (one line naming it)."""
     try:
         data = json.loads(Path(bench_json).read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(f"--latency-json {bench_json} is not pytest-benchmark JSON ({err})") from None
+        raise ConfigError(f"{what} {bench_json} is not pytest-benchmark JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ConfigError(f"--latency-json {bench_json} is not pytest-benchmark JSON (no list of benchmarks)")
+        raise ConfigError(f"{what} {bench_json} is not pytest-benchmark JSON (no list of benchmarks)")
     return data
 
 
@@ -343,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: dict[str, float] = {}
     cpu = None
     if not args.no_latency:
-        timings = given if given is not None else read_latency_json(run_latency_suite(run.path, out / "latency.json"))
+        timings = given if given is not None else read_latency_json(run_latency_suite(run.path, out / "latency.json"),
+                                                                    "the latency suite's output")
         latency, raw, stages = latency_table(timings)
         cpu = timed_on(timings)
     frames, note = (frame_scores(run, args.frames) if args.frames else ({}, None))
