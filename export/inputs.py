@@ -10,8 +10,10 @@ import numpy as np
 
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
+from train.data import Split, load_dataset
 from train.data.split import balanced_sample
 from train.runs import Run
+from train.splits import OtherDataError
 
 MIN_CALIB = 100
 
@@ -59,6 +61,22 @@ def _from_npz(path: Path, spec: PreprocessSpec, num_classes: int) -> tuple[np.nd
     return images, labels
 
 
+def _from_dataset(run: Run, path: Path) -> tuple[np.ndarray, np.ndarray, Split | None]:
+    """Calibration images from a dataset folder: a copy of the run's data gives its training part and its validation
+    set; other data (other images of the same classes) gives all of its training images and no validation set."""
+    try:
+        sets = run.sets(path)
+        return sets.train.images, sets.train.labels, sets.val
+    except OtherDataError:
+        pass
+    p = run.preprocess
+    other = load_dataset(path, subset="train", size=p.size, margin=p.margin)
+    if other.num_classes != run.num_classes:
+        raise ConfigError(f"--calib-data {path} has {other.num_classes} classes but the model {run.path} has "
+                          f"{run.num_classes}; pass data of the same classes")
+    return other.images, other.labels, None
+
+
 def load_inputs(run: Run, calibration: Calibration = Calibration(), *, verify_samples: int | None = None,
                 need_calibration: bool = True) -> ExportInputs:
     """Load the run's model, a calibration sample of training images and the verification set.
@@ -73,19 +91,21 @@ def load_inputs(run: Run, calibration: Calibration = Calibration(), *, verify_sa
     cal = calibration.data
     if cal is not None and not Path(cal).exists():
         raise ConfigError(f"--calib-data {cal} not found; pass a dataset folder or an .npz of crops and labels")
-    own = run.splits() if run.data_path.exists() else None
+    own = run.sets() if run.data_path.exists() else None
     if cal is None and own is None:
         raise ConfigError(f"the training data {run.data_path} is gone; pass --calib-data a copy of it")
-    verify_set = own[1] if own else None
+    verify_set = own.val if own else None
     if cal is not None and Path(cal).suffix == ".npz":
         pool, labels = _from_npz(Path(cal), spec, run.num_classes)
-    else:
-        cal_train, cal_val = run.splits(Path(cal)) if cal is not None else own  # type: ignore[misc]
-        pool, labels = cal_train.images, cal_train.labels
+    elif cal is not None:
+        pool, labels, cal_val = _from_dataset(run, Path(cal))
         verify_set = verify_set or cal_val
+    elif own is not None:
+        pool, labels = own.train.images, own.train.labels
     images = pool[balanced_sample(labels, calibration.samples, calibration.seed)]
     if verify_set is None:
-        raise ConfigError(f"no validation data to verify against: {run.data_path} is gone; pass --calib-data a dataset folder")
+        raise ConfigError(f"no validation data to verify against: {run.data_path} is gone and --calib-data {cal} holds other "
+                          f"images; pass --calib-data a copy of the training data (or --no-verify)")
     if need_calibration and len(images) < MIN_CALIB:
         raise ConfigError(f"calibration data {cal or run.data_path} has only {len(images)} images; int8 "
                           f"calibration needs at least {MIN_CALIB} (pass --calib-data with more, or raise --calib-samples)")

@@ -227,7 +227,8 @@ def test_pick_threshold_keeps_the_requested_share_of_correct_predictions():
 def test_corrupt_keras_file_in_a_run(exported, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copy(exported / "metadata.json", run / "metadata.json")
+    for name in ("metadata.json", "split.json"):
+        shutil.copy(exported / name, run / name)
     (run / "model.keras").write_bytes(b"PK\x03\x04 truncated zip")
     assert export_tflite.main(["--model", str(run)]) == 1
     assert "is not a loadable Keras model" in _err(capsys)

@@ -326,10 +326,14 @@ def test_export_all_help_lists_the_registry(capsys):
 
 
 @pytest.mark.slow
-def test_the_run_data_remounted_is_not_called_other_data_but_a_copy_elsewhere_is(trained_run, kaggle_webp_dir, capsys):
-    """A remount or copy changes every file time (and so the fingerprint); same folder, same split: no warning."""
+def test_the_run_data_remounted_is_not_called_other_data_a_copy_elsewhere_is_and_other_data_is_refused(
+        trained_run, kaggle_webp_dir, tmp_path, capsys):
+    """A remount changes every file time (and so the fingerprint): same folder, same images, no warning. A copy
+    elsewhere is rebuilt from the recorded indices with a warning; data with other images cannot hold them."""
     import os
+    import shutil
 
+    from runtime.errors import ConfigError
     from train.runs import Run
 
     run = Run.open(trained_run)
@@ -341,5 +345,9 @@ def test_the_run_data_remounted_is_not_called_other_data_but_a_copy_elsewhere_is
         assert "is not the data" not in capsys.readouterr().err
     finally:
         os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))
-    run.splits(kaggle_webp_dir)
-    assert f"warning: {kaggle_webp_dir} is not the data" in capsys.readouterr().err
+    copy = shutil.copytree(run.data_path, tmp_path / "copy")
+    _, val = run.splits(copy)
+    assert f"warning: {copy} is not the data" in capsys.readouterr().err
+    assert np.array_equal(val.labels, run.split("val").labels)
+    with pytest.raises(ConfigError, match="has 108 images but .* was trained on 240"):
+        run.splits(kaggle_webp_dir)

@@ -13,23 +13,21 @@ from train.__main__ import main as train_main
 
 
 def test_devtest_tracks_are_disjoint_from_training_and_validation(kaggle_dir):
-    from train.config import TrainConfig
-    from train.data import load_dataset
-    from train.training import _partition
+    from train.splits import SplitRule, choose
 
-    full = load_dataset(kaggle_dir, use_cache=False, progress=False, size=16)
-    cfg = TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25, devtest_fraction=0.25, split_seed=3)
-    tr, va, dev, info = _partition(full, cfg)
-    tracks = [set(full.tracks[i]) for i in (tr, va, dev)]
+    def sets(seed: int, devtest: float = 0.25):
+        return choose(kaggle_dir, "auto", SplitRule(0.25, devtest, 3, seed), size=16, margin=0.1, use_cache=False)
+
+    record, s = sets(0)
+    tracks = [set(x.tracks) for x in (s.train, s.val, s.devtest)]
     assert all(tracks) and not (tracks[0] & tracks[1]) and not (tracks[0] & tracks[2]) and not (tracks[1] & tracks[2])
-    assert len(tr) + len(va) + len(dev) == len(full) and info["devtest_images"] == len(dev)
-    for seed in (0, 1):  # the training seed does not move the held-out tracks when split_seed is set
-        again = _partition(full, TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25, devtest_fraction=0.25,
-                                             split_seed=3, seed=seed))
-        np.testing.assert_array_equal(again[2], dev)
-        np.testing.assert_array_equal(again[1], va)
-    old = _partition(full, TrainConfig(data=kaggle_dir, out=kaggle_dir, val_fraction=0.25))
-    assert len(old[2]) == 0  # no dev-test asked for: the split is the one runs always had
+    assert len(s.train) + len(s.val) + len(s.devtest) == record.dataset.images == record.counts["train"] + \
+        record.counts["val"] + record.counts["dev-test"]
+    for seed in (0, 1):  # the training seed does not move the held-out tracks when the split seed is set
+        again, _ = sets(seed)
+        assert again.dataset.devtest == record.dataset.devtest and again.dataset.val == record.dataset.val
+    plain, _ = sets(0, devtest=0.0)
+    assert plain.dataset.devtest == ()  # no dev-test asked for: the split is the one runs always had
 
 
 def test_count_macs_of_known_layers():

@@ -2,7 +2,7 @@
 
 The added photos (class folders, ``train.data.folders``) join the run's own data: their classes
 after the run's, photos of a class the run knows simply more of it. A share of each added class's
-photos (whole tracks where the file names tell them) is held out to score it. The model starts from
+photos (whole tracks where the file names tell them) is held out to score it (``train.splits``). The model starts from
 the run's weights with its output layer grown (the old classes' weights kept, the new ones fresh),
 and fine-tunes on old and new data together at a low learning rate: rehearsal of the old classes
 is what keeps them. Few photos of a class are repeated up to ``--min-per-class`` per epoch, each
@@ -12,51 +12,15 @@ flipped), since ten photos are easy to tell apart for the wrong reasons (noteboo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import ConfigError, DatasetFormatError
+from runtime.errors import ConfigError
 from train.augment import AugmentConfig
-from train.data import Split, load_dataset, random_split, track_split
 
 STRONG = AugmentConfig(rotation_deg=15.0, zoom=0.25, shift=0.15, brightness=0.35, contrast=0.4, gamma=0.5, blur_p=0.4,
                        blur_sigma=(0.4, 1.4), perspective=0.12)
-
-
-def merged_names(base: tuple[str, ...], added: tuple[str, ...]) -> tuple[str, ...]:
-    return (*base, *(n for n in added if n not in base))
-
-
-def add_classes(train_set: Split, val_set: Split, folder: Path, size: int, margin: float, holdout: float, seed: int,
-                progress: bool = False) -> tuple[Split, Split]:
-    """``train_set``/``val_set`` with the photos of ``folder`` added (a held-out share of each added class to val)."""
-    from train.data.background import concat
-
-    added = load_dataset(folder, "folders", subset="train", size=size, margin=margin, progress=progress)
-    names = merged_names(train_set.class_names, added.class_names)
-    remap = np.array([names.index(n) for n in added.class_names], np.int64)
-    added = Split(added.images, remap[added.labels], added.tracks, names, added.fingerprint, added.source, added.skipped,
-                  added.files, added.sizes, added.rois)
-    try:  # a val/ folder beside train/ is the held-out set as given
-        held = load_dataset(folder, "folders", subset="val", size=size, margin=margin, progress=progress)
-        held = Split(held.images, remap[held.labels], held.tracks, names, held.fingerprint, held.source, held.skipped,
-                     held.files, held.sizes, held.rois)
-        kept = added
-    except DatasetFormatError:
-        if holdout <= 0:
-            kept, held = added, added.take(np.zeros(0, np.int64))
-        else:
-            if added.tracks is not None:
-                tr, va = track_split(added.labels, added.tracks, holdout, seed)
-            else:
-                print(f"warning: {folder} gives no tracks (boxes.csv track column or <track>_<frame> names); holding out "
-                      f"random photos, which flatters their score if several show one sign", file=sys.stderr)
-                tr, va = random_split(added.labels, holdout, seed)
-            kept, held = added.take(tr), added.take(va)
-    return concat(train_set, kept, names), concat(val_set, held, names)
 
 
 def grow_model(keras: Any, old: Any, num_classes: int) -> Any:

@@ -102,12 +102,12 @@ def load_splits(data: Path, fmt: str = "auto", size: int = 32, val_fraction: flo
                 progress: bool = True) -> dict[str, Split]:
     """Train and validation as training would split them (held-out tracks), and test where there is one."""
     from train.data import detect_format
-    from train.training import split_train_val
+    from train.splits import SplitRule, choose
 
     fmt = detect_format(data) if fmt == "auto" else fmt
-    cfg = TrainConfig(data=data, out=Path("."), fmt=fmt, val_fraction=val_fraction, seed=seed, progress=progress)
-    train_set, val_set, _ = split_train_val(data, cfg, size)
-    out = {"train": train_set, "val": val_set}
+    _, sets = choose(data, fmt, SplitRule(val_fraction, 0.0, seed, seed), size=size, margin=TrainConfig.margin,
+                     progress=progress)
+    out = {"train": sets.train, "val": sets.val}
     try:
         out["test"] = load_dataset(data, fmt, subset="test", size=size, progress=progress)
     except DatasetFormatError as err:  # no test subset is normal: say so and go on

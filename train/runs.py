@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +23,7 @@ from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec
 from train.data import Split, load_dataset
 from train.data.split import balanced_sample
+from train.splits import Sets, SplitRecord, assemble
 
 MODEL_FORMAT = "signkit-model/1"
 REQUIRED_KEYS = ("arch", "class_names", "num_classes", "preprocess", "dataset")
@@ -149,59 +150,42 @@ class Run:
             self._model = load_keras_model(self.model_file)
         return self._model
 
-    def splits(self, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> tuple[Split, Split]:
-        """The run's training and validation sets, rebuilt exactly as training split them.
+    @cached_property
+    def split_record(self) -> SplitRecord:
+        """Which images the run held out (RUN/split.json), as training chose them."""
+        return SplitRecord.read(self.path)
+
+    def sets(self, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> Sets:
+        """The run's training, validation and dev-test sets, rebuilt from its record.
 
         ``data`` another copy of the dataset (default: the recorded path); a warning when it is not the
         data the run was trained on, whose "validation" images may then have been trained on.
         """
-        from train.training import config_from_metadata, split_train_val
-
-        same = data is None
-        source = self.data_path if data is None else Path(data)
-        if not source.exists():
-            raise ConfigError(f"the training data {source} is gone; pass --data (or --calib-data) a copy of it")
-        cfg = replace(config_from_metadata(self.meta, source, same_data=same and fmt == "auto"), progress=progress)
-        if fmt != "auto":
-            cfg = replace(cfg, fmt=fmt)
-        train_set, val_set, _ = split_train_val(source, cfg, self.preprocess.size)
-        if train_set.num_classes != self.num_classes:
-            raise ConfigError(f"{source} has {train_set.num_classes} classes but the model {self.path} has "
+        p = self.preprocess
+        sets = assemble(self.path, self.split_record, size=p.size, margin=p.margin, data=data, fmt=fmt, progress=progress)
+        if sets.train.num_classes != self.num_classes:
+            raise ConfigError(f"{data or self.data_path} has {sets.train.num_classes} classes but the model {self.path} has "
                               f"{self.num_classes}; pass the dataset it was trained on")
-        if not self._same_data(source, train_set, val_set):
-            print(f"warning: {source} is not the data {self.path} was trained on; its 'val' split may overlap training",
-                  file=sys.stderr)
-        return train_set, val_set
+        return sets
 
-    def _same_data(self, source: Path, train_set: Split, val_set: Split) -> bool:
-        """The recorded fingerprint, or (its files' times changed: a copy, a remount) the same folder split into the
-        same numbers of images and validation tracks, which the seeded track split then reproduces."""
-        rec = self.meta["dataset"]
-        if train_set.fingerprint == rec.get("fingerprint"):
-            return True
-        tracks = None
-        if val_set.tracks is not None:  # the recorded count is of the dataset's own tracks: not the "not a sign"
-            added = set((self.meta.get("extension") or {}).get("new_classes") or ())  # crops' frames, not added photos
-            own = [i for i, n in enumerate(val_set.class_names) if i != self.background_class and n not in added]
-            tracks = len(np.unique(val_set.tracks[np.isin(val_set.labels, own)]))
-        return (source.resolve() == Path(rec["path"]).resolve() and len(train_set) == rec.get("train_images")
-                and len(val_set) == rec.get("val_images") and tracks == (rec.get("split") or {}).get("val_tracks"))
+    def splits(self, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> tuple[Split, Split]:
+        """The run's training and validation sets (see :meth:`sets`)."""
+        sets = self.sets(data, fmt, progress=progress)
+        return sets.train, sets.val
 
     def split(self, name: str, data: Path | None = None, fmt: str = "auto", *, progress: bool = False) -> Split:
-        """An evaluation split: "val" (the run's own held-out tracks, rebuilt), "dev-test" (tracks held out from
-        validation as well, ``--devtest-fraction``), or "test" (the dataset's test subset)."""
+        """An evaluation split: "val" (the run's own held-out tracks), "dev-test" (tracks held out from validation as
+        well, ``--devtest-fraction``), or "test" (the dataset's test subset)."""
         p = self.preprocess
-        source = self.data_path if data is None else Path(data)
         if name == "test":
+            source = self.data_path if data is None else Path(data)
             return load_dataset(source, fmt, subset="test", size=p.size, margin=p.margin, progress=progress)
-        if name == "dev-test":
-            from train.training import config_from_metadata, devtest_split
-
-            cfg = replace(config_from_metadata(self.meta, source, same_data=data is None and fmt == "auto"), progress=progress)
-            return devtest_split(source, cfg, p.size)
-        if name != "val":
+        if name not in ("val", "dev-test"):
             raise ConfigError(f"unknown split {name!r}; choose val, dev-test or test")
-        return self.splits(data, fmt, progress=progress)[1]
+        sets = self.sets(data, fmt, progress=progress)
+        if name == "dev-test" and not len(sets.devtest):
+            raise ConfigError(f"{self.path} holds out no dev-test tracks; train with --devtest-fraction 0.1")
+        return sets.val if name == "val" else sets.devtest
 
     def calibration_sample(self, n: int, seed: int = 0, data: Path | None = None) -> np.ndarray:
         """Up to ``n`` class-balanced uint8 RGB training crops (int8 calibration)."""

@@ -17,11 +17,12 @@ from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.augment import augment_batch
-from train.config import LEGACY_DEFAULTS, TrainConfig, check_same_run, from_json, to_json
-from train.data import Split, check_data_path, detect_format, load_dataset, random_split, track_split
+from train.config import TrainConfig, check_same_run, to_json
+from train.data import Split, check_data_path, detect_format
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
 from train.distribute import Distribution, distribution
+from train.splits import SPLIT_FILE, Sets, SplitRecord, SplitRule, choose
 from train.watchdog import StallWatch, exit_stalled, progress_callback
 
 
@@ -36,86 +37,10 @@ class TrainResult:
     extension: dict[str, Any] | None = None  # --extend: old classes before/after, new classes' recall
 
 
-def config_from_metadata(meta: dict[str, Any], data: Path | None = None, same_data: bool = True) -> TrainConfig:
-    """The settings that rebuild a run's train/validation split (for evaluation and export)."""
-    if "config" in meta:  # every setting was recorded
-        cfg = from_json(meta["config"], Path("."))
-        return replace(cfg, data=Path(data) if data else cfg.data, fmt=cfg.fmt if same_data else "auto", progress=False,
-                       resume=False)
-    info = meta["dataset"]["split"]
-    bg = meta.get("background")
-    return TrainConfig(data=Path(data or meta["dataset"]["path"]), out=Path("."),
-                       fmt=meta["dataset"]["format"] if same_data else "auto",
-                       val_fraction=info.get("val_fraction", 0.1), seed=info.get("seed", 0),
-                       margin=meta["preprocess"]["margin"], background=Path(bg["path"]) if bg else None, progress=False,
-                       arch=meta.get("arch", LEGACY_DEFAULTS["arch"]),
-                       contrast=meta["preprocess"].get("contrast", LEGACY_DEFAULTS["contrast"]))
-
-
-def split_train_val(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
-    """Training and validation sets: the source's own val subset, else held-out tracks, else random.
-
-    With ``cfg.background``, its crops join as one more class, split by the frame they came from; with
-    ``cfg.add``, the photos of those class folders join after it (train.extend).
-    """
-    train_set, val_set, info = _split_source(path, cfg, size)
-    if cfg.background is not None:
-        from train.data.background import load_background, with_background
-
-        bg, _ = load_background(cfg.background, size)
-        assert bg.tracks is not None  # every crop's track is the frame it came from
-        tr, va = track_split(bg.labels, bg.tracks, cfg.val_fraction, cfg.seed)
-        train_set, val_set = with_background(train_set, bg.take(tr)), with_background(val_set, bg.take(va))
-    if cfg.add is not None:
-        from train.extend import add_classes
-
-        train_set, val_set = add_classes(train_set, val_set, cfg.add, size, cfg.margin, cfg.add_holdout, cfg.seed, cfg.progress)
-    return train_set, val_set, info
-
-
-DEVTEST_SALT = 1_000_003  # the dev-test tracks are drawn with another stream than the validation tracks
-
-
-def _partition(full: Split, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Indices of training, validation and dev-test images: whole tracks where known (dev-test drawn first)."""
-    seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-    everything = np.arange(len(full))
-    if full.tracks is None:
-        print("warning: this source has no track ids; validating on a random image split, which flatters accuracy "
-              "when images are near-duplicates", file=sys.stderr)
-        rest, dev = (random_split(full.labels, cfg.devtest_fraction, seed + DEVTEST_SALT) if cfg.devtest_fraction > 0
-                     else (everything, everything[:0]))
-        tr, va = random_split(full.labels[rest], cfg.val_fraction / (1 - cfg.devtest_fraction), seed)
-        info: dict[str, Any] = {"kind": "random"}
-    else:
-        rest, dev = (track_split(full.labels, full.tracks, cfg.devtest_fraction, seed + DEVTEST_SALT)
-                     if cfg.devtest_fraction > 0 else (everything, everything[:0]))
-        tr, va = track_split(full.labels[rest], full.tracks[rest], cfg.val_fraction / (1 - cfg.devtest_fraction), seed)
-        info = {"kind": "track", "val_tracks": len(np.unique(full.tracks[rest[va]])),
-                "devtest_tracks": len(np.unique(full.tracks[dev]))}
-    info.update(val_fraction=cfg.val_fraction, devtest_fraction=cfg.devtest_fraction, seed=seed, devtest_images=len(dev))
-    return rest[tr], rest[va], dev, info
-
-
-def _split_source(path: Path, cfg: TrainConfig, size: int) -> tuple[Split, Split, dict[str, Any]]:
-    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
-    full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
-    if FORMATS[fmt].has_val(path):
-        val = load_dataset(path, fmt, subset="val", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
-        return full, val, {"kind": "source", "subset": "val"}
-    tr, va, _, info = _partition(full, cfg)
-    if len(va) == 0:
-        raise ConfigError(f"{path}: too few images/tracks to hold out a validation set; add data or raise --val-fraction")
-    return full.take(tr), full.take(va), info
-
-
-def devtest_split(path: Path, cfg: TrainConfig, size: int) -> Split:
-    """The dev-test images of a run: tracks neither trained on nor used to choose an epoch (touched only to report)."""
-    if cfg.devtest_fraction <= 0:
-        raise ConfigError("this run holds out no dev-test tracks; train with --devtest-fraction 0.1")
-    fmt = cfg.fmt if cfg.fmt != "auto" else detect_format(path)
-    full = load_dataset(path, fmt, subset="train", size=size, margin=cfg.margin, use_cache=cfg.use_cache, progress=cfg.progress)
-    return full.take(_partition(full, cfg)[2])
+def split_rule(cfg: TrainConfig) -> SplitRule:
+    """The flags that choose a run's held-out images."""
+    return SplitRule(cfg.val_fraction, cfg.devtest_fraction, cfg.seed if cfg.split_seed is None else cfg.split_seed,
+                     cfg.seed, cfg.add_holdout)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -160,11 +85,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         if "config" not in state:
             raise ConfigError(f"{out}: its checkpoint predates recorded settings and cannot be resumed safely; start a new run")
         check_same_run(cfg, state["config"], out)
-    train_set, val_set, split_info = split_train_val(cfg.data, cfg, size)
+    record, sets = choose(cfg.data, cfg.fmt, split_rule(cfg), size=size, margin=cfg.margin, background=cfg.background,
+                          add=cfg.add, use_cache=cfg.use_cache, progress=cfg.progress)
     # Only now, with flags and data known to be good, does anything get written.
     ensure_writable_dir(out)
     with folder_lock(out, f"training {cfg.arch}"):
-        return _fit(cfg, build_model, spec, train_set, val_set, split_info, state, device, dist)
+        record.write(out)
+        return _fit(cfg, build_model, spec, sets.train, sets.val, _split_info(record, sets), state, device, dist)
 
 
 def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Split, val_set: Split,
@@ -270,6 +197,15 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
     plot_history(state["history"], out / "training_curves.png")
     return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"],
                        metadata["extension"])
+
+
+def _split_info(record: SplitRecord, sets: Sets) -> dict[str, Any]:
+    """The split as metadata.json summarises it (split.json holds the indices)."""
+    def tracks(s: Split) -> int | None:
+        return None if s.tracks is None else len(np.unique(s.tracks))
+
+    return {"kind": record.dataset.kind, "file": SPLIT_FILE, "val_tracks": tracks(sets.val),
+            "devtest_tracks": tracks(sets.devtest), "devtest_images": len(sets.devtest)}
 
 
 def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_set: Split) -> dict[str, Any] | None:
