@@ -28,6 +28,13 @@ def io_details(backend: Any) -> dict[str, Any]:
             "output": {"dtype": backend.output_dtype.name, "quantization": _quant(backend.output_quant)}}
 
 
+def background_fitted_on(bg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frames that mined a run's background class, per folder (``runtime.annotations.frames_fitted`` reads it)."""
+    if "fitted_on" in bg:
+        return list(bg["fitted_on"])
+    return [{"gt_sha256": bg.get("frames_gt_sha256"), "frames": bg.get("frames", [])}] if bg.get("frames") else []
+
+
 def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: float = 0.0,
                    threshold_rule: str | None = None, verification: dict[str, Any] | None = None,
                    keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -48,8 +55,8 @@ def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: 
         "threshold": threshold,
         "threshold_rule": threshold_rule,
         "background_class": bg.get("class_id"),
-        "background_frames": bg.get("frames", []),
-        "background_frames_gt_sha256": bg.get("frames_gt_sha256"),
+        "background_fitted_on": background_fitted_on(bg),
+        "macs_per_roi": run.macs_per_roi,
         "float_model": {"path": str(run.model_file.resolve()), "sha256": run.model_sha256,
                         "arch": run.meta["arch"], "val_accuracy": run.meta.get("val_accuracy")},
         "verification": verification,

@@ -7,8 +7,10 @@ read annotated frames through this module. It needs only OpenCV, so it lives wit
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -67,6 +69,8 @@ def frame_files(folder: Path, num_classes: int | None = None) -> tuple[dict[str,
     """A GTSDB-layout folder: its frames by stem, and the signs of ``gt.txt`` by stem (checked against the frames)."""
     folder = Path(folder)
     gt_file = folder / "gt.txt"
+    if not folder.is_dir():
+        raise RoiError(f"{folder} does not exist; pass a folder of frames + gt.txt (python -m train.download gtsdb makes one)")
     if not gt_file.is_file():
         raise RoiError(f"{folder} has no gt.txt; pass a GTSDB-layout folder (frames + gt.txt)")
     files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
@@ -86,6 +90,19 @@ def read_frame(path: Path) -> np.ndarray:
 def annotations_fingerprint(folder: Path) -> str:
     """SHA-256 (16 hex digits) of a GTSDB-layout folder's gt.txt: names a frame set wherever it lives."""
     return hashlib.sha256((Path(folder) / "gt.txt").read_bytes()).hexdigest()[:16]
+
+
+def fitted_on(folder: Path, stems: Sequence[str]) -> dict[str, Any]:
+    """What a fitted part records of one frame folder it was fitted on: the checksum of its gt.txt and the stems used
+    (no path: the record travels with the part to other machines)."""
+    return {"gt_sha256": annotations_fingerprint(folder), "frames": list(stems)}
+
+
+def frames_fitted(records: Sequence[dict[str, Any]], folder: Path) -> set[str]:
+    """The frames of ``folder`` among ``records`` (:func:`fitted_on` of each folder a part was fitted on): they fitted
+    it, so they cannot test it."""
+    here = annotations_fingerprint(folder)
+    return {s for r in records if r.get("gt_sha256") == here for s in r.get("frames") or ()}
 
 
 def select_frames(stems: list[str], subset: str) -> list[str]:

@@ -20,7 +20,7 @@ colour maps were computed per pixel in numpy; not measured again since.)
 A frame still yields a few hundred candidates, most of them leaves and windows. Each gets a few
 numbers read from integral images in O(1) (fill, squareness, size, brightness and saturation of
 its face, how much of the cue's colour is inside the sign's box and around it) and a logistic
-score per cue (:class:`Ranker`, fitted by ``python -m train.proposals``). NMS by that score, then
+score per cue (:class:`Ranker`, fitted by ``python -m train.frames.ranker``). NMS by that score, then
 the best ``max_proposals`` go to the classifier, whose background class and unknown threshold
 decide what is a sign. Measured on GTSDB frames: ``python -m bench.gtsdb``.
 """
@@ -31,6 +31,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,8 +69,8 @@ class Ranker:
     """Per-cue logistic weights over :data:`FEATURES`; a cue without weights ranks by fill ratio."""
 
     weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    fitted_on: tuple[str, ...] = ()  # frames the weights were fitted on: do not score them
-    fitted_gt_sha256: str | None = None  # which frame set (runtime.roi.annotations_fingerprint)
+    fitted_on: tuple[dict[str, Any], ...] = ()  # per frame folder: its gt.txt checksum and the frames that fitted the
+    # weights (runtime.annotations.fitted_on): do not score on them
 
     @classmethod
     def load(cls, path: Path = RANKER_FILE) -> Ranker:
@@ -77,10 +78,13 @@ class Ranker:
             data = json.loads(Path(path).read_text())
             weights = {k: tuple(float(x) for x in v) for k, v in data["weights"].items()}
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path} is not a proposal ranker ({err}); refit it with python -m train.proposals") from None
+            raise ConfigError(f"{path} is not a proposal ranker ({err}); refit it with python -m train.frames.ranker") from None
         if data.get("features") != list(FEATURES) or any(len(v) != len(FEATURES) for v in weights.values()):
-            raise ConfigError(f"{path} was fitted on other features; refit it with python -m train.proposals")
-        return cls(weights, tuple(data.get("fitted_on", ())), data.get("gt_sha256"))
+            raise ConfigError(f"{path} was fitted on other features; refit it with python -m train.frames.ranker")
+        fitted = data.get("fitted_on", ())
+        if fitted and isinstance(fitted[0], str):  # one folder, recorded as its stems and one checksum
+            fitted = [{"gt_sha256": data.get("gt_sha256"), "frames": fitted}]
+        return cls(weights, tuple(fitted))
 
     def score(self, cue: Cue, feats: np.ndarray) -> np.ndarray:
         w = self.weights.get(cue.name)

@@ -2,7 +2,7 @@
 
 The colour cues miss signs no colour threshold separates (solid red "stop" and "no entry", the
 white end-of-limit signs, washed-out signs). The map, fitted on annotated frames by
-``python -m train.sign_map``, marks sign centres on a stride-``stride`` grid of the downscaled
+``python -m train.frames.sign_map``, marks sign centres on a stride-``stride`` grid of the downscaled
 frame, with the sign's side (log2 in frame pixels, divided by ``size_unit``) at each centre. Its local maxima above
 ``min_score`` become proposals of cue ``"map"``, beside the colour cues' (a few a frame: the
 classifier and its background class decide what they are). Runs on TFLite, like a build; its
@@ -24,6 +24,7 @@ from runtime.errors import BuildError
 from runtime.proposals import Proposal
 
 MAP_FORMAT = "signkit-signmap/1"
+MAP_FILE = "sign_map_int8.tflite"
 MAP_CUE = "map"
 MAP_KEYS = ("input", "stride", "min_score", "top_k", "size_unit")
 
@@ -36,16 +37,17 @@ def read_map_metadata(path: Path) -> dict[str, Any]:
     """
     side = sidecar_of(path)
     if not path.is_file():
-        raise BuildError(f"sign map {path} not found; fit one with `python -m train.sign_map --frames DIR --out RUN`")
+        raise BuildError(f"sign map {path} not found; fit one with `python -m train.frames.sign_map` and export it with "
+                         f"`python -m export.sign_map`")
     if not side.is_file():
-        raise BuildError(f"{path} has no sidecar {side.name}; fit it again with `python -m train.sign_map`")
+        raise BuildError(f"{path} has no sidecar {side.name}; export it again with `python -m export.sign_map`")
     try:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BuildError(f"{side} is not valid JSON ({err}); fit the map again") from None
     if not isinstance(meta, dict) or meta.get("format") != MAP_FORMAT:
         raise BuildError(f"{side} is not a sign-map sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r}); "
-                         "pass a map from `python -m train.sign_map`, not a classifier build")
+                         "pass a map from `python -m train.frames.sign_map`, not a classifier build")
     missing = [k for k in MAP_KEYS if k not in meta]
     if missing:
         raise BuildError(f"{side} lacks {', '.join(missing)}; fit the map again")
@@ -84,15 +86,18 @@ class SignMap:
         self.min_score = float(self.meta["min_score"])
         self.top_k = int(self.meta["top_k"])
         self.size_unit = float(self.meta["size_unit"])
+        self.macs = int(self.meta.get("macs") or 0)  # one frame through the map (0: exported before it was recorded)
         self.backend = TFLiteBackend(self.path, threads)
         if self.backend.input_shape != (self.height, self.width, 3):
             raise BuildError(f"{self.path}: sidecar says input {self.height}x{self.width}x3 but the model takes "
                              f"{self.backend.input_shape}; fit the map again")
 
     @property
-    def fitted_on(self) -> tuple[list[str], str | None]:
-        """The frames that fitted the map, and the SHA-256 of their gt.txt."""
-        return list(self.meta.get("frames") or []), self.meta.get("frames_gt_sha256")
+    def fitted_on(self) -> list[dict[str, Any]]:
+        """The frames that fitted the map, per folder (``runtime.annotations.frames_fitted`` reads it)."""
+        if "fitted_on" in self.meta:
+            return list(self.meta["fitted_on"])
+        return [{"gt_sha256": self.meta.get("frames_gt_sha256"), "frames": self.meta.get("frames") or []}]
 
     def propose(self, frame_bgr: np.ndarray, small: np.ndarray | None = None) -> list[Proposal]:
         """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input).

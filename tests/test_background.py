@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import gtsdb
+from bench.evaluate import main as eval_main
 from export import tflite as export_tflite
 from runtime.annotations import annotations_fingerprint, read_gtsdb
 from runtime.builds import BUILDS, build_file
@@ -16,9 +17,8 @@ from runtime.classifier import Classifier
 from runtime.roi import iou_matrix
 from tests import synth
 from tests.fixtures import LOOSE_GATE
-from train import negatives
 from train.__main__ import main as train_main
-from train.evaluate import main as eval_main
+from train.frames import negatives
 from train.runs import Run
 
 pytestmark = pytest.mark.slow
@@ -38,18 +38,18 @@ def mined(frames, tmp_path_factory):
 
 def test_negatives_avoid_signs_and_record_their_frames(frames, mined):
     manifest = json.loads((mined / "negatives.json").read_text())
-    assert manifest["frames"] == ["00000", "00002"] and manifest["count"] == len(list(mined.glob("*.png"))) > 20
+    assert manifest["fitted_on"] == [{"gt_sha256": annotations_fingerprint(frames), "frames": ["00000", "00002"]}]
+    assert manifest["count"] == len(list(mined.glob("*.png"))) > 20
     assert {p.name.split("_")[0] for p in mined.glob("*.png")} == {"00000", "00002"}
     gt = read_gtsdb(frames / "gt.txt")
     for crop in manifest["crops"]:
         signs = [a.box for a in gt[crop["frame"]]]
         assert iou_matrix([crop["box"]], signs).max() < 0.1, crop
         assert negatives.sign_share(crop["box"], signs) <= negatives.MAX_SIGN_SHARE, crop
-    for stem in manifest["frames"]:  # no near-copies: each crop shows another region
+    for stem in manifest["fitted_on"][0]["frames"]:  # no near-copies: each crop shows another region
         boxes = [c["box"] for c in manifest["crops"] if c["frame"] == stem]
         ious = iou_matrix(boxes, boxes)
         assert (ious[~np.eye(len(boxes), dtype=bool)] < 0.5).all()
-    assert manifest["gt_sha256"] == annotations_fingerprint(frames)
 
 
 def test_sign_share_is_the_part_of_a_sign_inside_a_box():
@@ -68,18 +68,18 @@ def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys
     capsys.readouterr()
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["num_classes"] == 5 and meta["class_names"][-1] == "not a sign"
-    assert meta["background"]["class_id"] == 4 and meta["background"]["frames"] == ["00000", "00002"]
+    assert meta["background"]["class_id"] == 4 and meta["background"]["fitted_on"][0]["frames"] == ["00000", "00002"]
     # evaluate rebuilds the same split, background included; the test set has no background images
-    assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "val", "--json"]) == 0
+    assert eval_main(["--run", str(run), "--data", str(kaggle_dir), "--split", "val", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] == pytest.approx(meta["val_accuracy"], abs=1e-6) and report["per_class"][4]["support"] > 0
     sign_rows = report["per_class"][:4]  # the signs' accuracy: their recalls weighted by their images
     assert report["sign_images"] == sum(r["support"] for r in sign_rows) == report["images"] - report["per_class"][4]["support"]
     assert report["sign_accuracy"] == pytest.approx(sum(r["recall"] * r["support"] for r in sign_rows) / report["sign_images"])
-    assert eval_main(["--model", str(run), "--data", str(kaggle_dir), "--split", "test"]) == 0
+    assert eval_main(["--run", str(run), "--data", str(kaggle_dir), "--split", "test"]) == 0
     capsys.readouterr()
 
-    assert export_tflite.main(["--int8", "--model", str(run), "--calib-samples", "150", *LOOSE_GATE]) == 0
+    assert export_tflite.main(["--int8", "--run", str(run), "--calib-samples", "150", *LOOSE_GATE]) == 0
     capsys.readouterr()
     build = build_file(run, BUILDS["tflite-int8"])
     clf = Classifier.from_build(build, threshold=0.0)
@@ -90,7 +90,7 @@ def test_background_class_end_to_end(kaggle_dir, frames, mined, tmp_path, capsys
     pred = clf.predictions(forced)[0]
     assert pred.class_id == -1 and pred.top_k[0][1] == "not a sign"  # background is reported as unknown
 
-    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--threads", "1", "--json"]) == 0
+    assert gtsdb.main(["--build", str(build), "--frames", str(frames), "--threads", "1", "--json"]) == 0
     captured = capsys.readouterr()
     assert "leaving out 2 frames" in captured.err
     assert all(s["frames"] == 2 for s in json.loads(captured.out))
@@ -114,7 +114,7 @@ def test_extend_a_run_with_a_background_class(trained_run, mined, tmp_path, caps
     meta = json.loads((out / "metadata.json").read_text())
     base = json.loads((trained_run / "metadata.json").read_text())
     assert meta["class_names"] == [*base["class_names"], "not a sign"]
-    assert meta["background"]["class_id"] == base["num_classes"] and meta["background"]["frames"] == ["00000", "00002"]
+    assert meta["background"]["class_id"] == base["num_classes"] and meta["background"]["fitted_on"][0]["frames"] == ["00000", "00002"]
     ext = meta["extension"]
     assert ext["added"] is None and ext["background"] == str(mined.resolve())
     assert ext["old_classes"]["images"] == base["dataset"]["val_images"]  # the base's own held-out tracks

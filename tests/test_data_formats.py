@@ -109,10 +109,3 @@ def test_random_split_is_stratified():
     assert np.bincount(labels[va]).tolist() == [10, 10, 10]
     assert not set(tr) & set(va)
 
-
-def test_has_subset(kaggle_dir, cifar_dir, tmp_path):
-    from train.data.has_subset import main
-
-    assert main([str(kaggle_dir), "test"]) == 0
-    assert main([str(cifar_dir), "val"]) == 1
-    assert main([str(tmp_path / "missing"), "test"]) == 1

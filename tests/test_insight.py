@@ -16,7 +16,7 @@ from train.data import Split
 
 
 def test_inspect_writes_the_summary_and_pictures(kaggle_dir, tmp_path, capsys):
-    from train import inspect as inspect_cmd
+    from train.insight import inspect as inspect_cmd
 
     assert inspect_cmd.main(["--data", str(kaggle_dir), "--out", str(tmp_path), "--val-fraction", "0.25", "--quiet"]) == 0
     summary = (tmp_path / "summary.md").read_text()
@@ -34,7 +34,7 @@ def _split(images, labels, name="x"):
 
 
 def test_cross_split_duplicates_tell_leaks_from_look_alikes():
-    from train.inspect import cross_duplicates
+    from train.insight.inspect import cross_duplicates
 
     rng = np.random.default_rng(0)
     train = rng.integers(0, 255, (20, 16, 16, 3))
@@ -48,7 +48,7 @@ def test_cross_split_duplicates_tell_leaks_from_look_alikes():
 
 
 def test_error_analysis_files(tmp_path):
-    from train.insight import dump_errors, error_analysis, mean_probabilities
+    from bench.mistakes import dump_errors, error_analysis, mean_probabilities
 
     rng = np.random.default_rng(1)
     labels = np.array([0, 1, 2, 1, 0, 2, 2, 1])
@@ -74,9 +74,9 @@ def test_error_analysis_files(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_writes_the_pictures_and_dumps_errors(trained_run, tmp_path, capsys):
-    from train.evaluate import main as eval_main
+    from bench.evaluate import main as eval_main
 
-    assert eval_main(["--model", str(trained_run), "--split", "val", "--out", str(tmp_path / "ev"),
+    assert eval_main(["--run", str(trained_run), "--split", "val", "--out", str(tmp_path / "ev"),
                       "--dump-errors", str(tmp_path / "wrong"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["pictures"]) == {"predictions", "errors", "random", "class_accuracy", "confidence", "mean_probabilities"}
@@ -87,10 +87,10 @@ def test_evaluate_writes_the_pictures_and_dumps_errors(trained_run, tmp_path, ca
 
 @pytest.fixture(scope="module")
 def explained(exported, tmp_path_factory):
-    from train.explain import main as explain_main
+    from train.insight.explain import main as explain_main
 
     out = tmp_path_factory.mktemp("explain")
-    assert explain_main(["--model", str(exported), "--count", "4", "--dead-sample", "32", "--out", str(out), "--html"]) == 0
+    assert explain_main(["--run", str(exported), "--count", "4", "--dead-sample", "32", "--out", str(out), "--html"]) == 0
     return out
 
 
@@ -119,7 +119,7 @@ def test_explorer_page_renders_with_every_image(explained):
 
 @pytest.mark.slow
 def test_a_filter_forced_dead_is_counted(exported):
-    from train.explain import dead_filters, feature_layers
+    from train.insight.explain import dead_filters, feature_layers
     from train.runs import Run
 
     run = Run.open(exported)
@@ -145,7 +145,7 @@ def test_a_filter_forced_dead_is_counted(exported):
 def test_gradcam_peaks_where_the_sign_is(exported):
     """A sign on the left of a noisy frame: the true class's Grad-CAM is hotter on the left half."""
     from runtime.preprocess import PreprocessSpec, crop_and_resize, to_model_input
-    from train.explain import explain
+    from train.insight.explain import explain
     from train.runs import Run
 
     run = Run.open(exported)
@@ -172,7 +172,7 @@ def test_export_debug_ranks_layers_and_keeps_the_worst_in_float(exported, tmp_pa
     shutil.copytree(exported, run)
     build = build_file(run, BUILDS[name])
     out = tmp_path / "dbg"
-    assert debug.main(["--model", str(run), "--build", str(build), "--calib-samples", "120", "--keep-worst", "1",
+    assert debug.main(["--run", str(run), "--build", str(build), "--calib-samples", "120", "--keep-worst", "1",
                        "--out", str(out), *LOOSE_GATE]) == 0
     with open(out / "layers.csv") as f:
         rows = list(csv.DictReader(f))

@@ -1,4 +1,4 @@
-"""The proposal stage: candidates and their features, the fitted ranker, and python -m train.proposals."""
+"""The proposal stage: candidates and their features, the fitted ranker, and python -m train.frames.ranker."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from runtime.proposals import (
 )
 from runtime.roi import iou_matrix
 from tests import synth
-from train import proposals as fit_cmd
+from train.frames import ranker as fit_cmd
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +75,14 @@ def test_fit_logistic_separates_a_learnable_problem():
     assert (((x @ w) > 0) == (y > 0)).mean() > 0.9
 
 
-def test_train_proposals_fits_writes_and_the_ranker_proposes(gtsdb_dir, tmp_path, capsys):
+def test_the_ranker_fit_writes_and_the_ranker_proposes(gtsdb_dir, tmp_path, capsys):
     out = tmp_path / "ranker.json"
     assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "held-out frames of" in text and "proposal recall" in text and str(out) in text
     record = json.loads(out.read_text())
-    assert record["features"] == list(FEATURES) and record["fitted_on"] == ["00000", "00002"]
-    assert record["gt_sha256"] == annotations_fingerprint(gtsdb_dir) and record["positives"] > 0
+    assert record["features"] == list(FEATURES) and record["positives"] > 0
+    assert record["fitted_on"] == [{"gt_sha256": annotations_fingerprint(gtsdb_dir), "frames": ["00000", "00002"]}]
     ranker = Ranker.load(out)
     assert set(ranker.weights) == {"red-hole", "blue-solid", "yellow-solid", "yellow-hole"}
     gt = read_gtsdb(gtsdb_dir / "gt.txt")
@@ -101,10 +101,10 @@ def test_a_broken_ranker_file_is_a_one_line_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ConfigError, match=message) as err:
         Ranker.load(path)
-    assert "\n" not in str(err.value) and "python -m train.proposals" in str(err.value)
+    assert "\n" not in str(err.value) and "python -m train.frames.ranker" in str(err.value)
 
 
-def test_train_proposals_without_signs_to_learn_from(tmp_path, capsys):
+def test_the_ranker_fit_without_signs_to_learn_from(tmp_path, capsys):
     folder = tmp_path / "frames"
     folder.mkdir()
     cv2.imwrite(str(folder / "00000.jpg"), np.full((200, 300, 3), 120, np.uint8))
@@ -115,12 +115,14 @@ def test_train_proposals_without_signs_to_learn_from(tmp_path, capsys):
 
 def test_bench_leaves_out_frames_that_trained_only_on_the_same_frame_set(gtsdb_dir):
     here = annotations_fingerprint(gtsdb_dir)
-    meta = {"background_frames": ["00000"], "background_frames_gt_sha256": here}
-    ranker = Ranker({}, ("00002",), here)
+    meta = {"background_fitted_on": [{"gt_sha256": here, "frames": ["00000"]}]}
+    ranker = Ranker({}, ({"gt_sha256": here, "frames": ["00002"]},))
     assert frames_that_trained(meta, gtsdb_dir, ranker) == {"00000", "00002"}
     assert frames_that_trained(meta, gtsdb_dir, None) == {"00000"}
-    other = {**meta, "background_frames_gt_sha256": "0" * 16}  # trained on another frame set of the same names
-    assert frames_that_trained(other, gtsdb_dir, Ranker({}, ("00002",), "f" * 16)) == set()
+    other = {"background_fitted_on": [{"gt_sha256": "0" * 16, "frames": ["00000"]}]}  # another frame set, same names
+    assert frames_that_trained(other, gtsdb_dir, Ranker({}, ({"gt_sha256": "f" * 16, "frames": ["00002"]},))) == set()
+    old = {"background_frames": ["00000"], "background_frames_gt_sha256": here}  # a build exported before, one folder
+    assert frames_that_trained(old, gtsdb_dir, None) == {"00000"}
 
 
 def test_colour_maps_are_the_chromaticity_formula_byte_for_byte():
@@ -163,7 +165,7 @@ def _red_ring_and_blue_disc() -> np.ndarray:
 @pytest.mark.parametrize("colour, cues", [(None, {"red-hole", "blue-solid"}), ("blue", {"blue-solid"}), ("red", {"red-hole"})])
 def test_a_window_runs_the_cues_of_its_colour(colour, cues):
     pipe = FramePipeline(None, ranker=Ranker())  # type: ignore[arg-type]  # proposing needs no classifier
-    props = pipe.propose_in(_red_ring_and_blue_disc(), [Window((20, 40, 321, 200), colour)])
+    props = pipe.propose_in(_red_ring_and_blue_disc(), [Window((20, 40, 321, 200), colour)]).rois
     assert {p.cue for p in props} == cues
     for p in props:  # in frame coordinates, around the sign of that colour
         cx = (p.box[0] + p.box[2]) / 2

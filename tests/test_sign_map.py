@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from bench import gtsdb
+from export import sign_map as export_map
 from runtime.annotations import read_frame
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
 from runtime.errors import BuildError, ConfigError
 from runtime.pipeline import FramePipeline, ProposalsAhead
-from runtime.sign_map import MAP_CUE, SignMap, decode
+from runtime.sign_map import MAP_CUE, MAP_FILE, SignMap, decode
 from tests import synth
-from train import sign_map as fit
+from train.frames import sign_map as fit
+
+DECODING = {"min_score": fit.MIN_SCORE, "top_k": fit.TOP_K, "size_unit": fit.SIZE_UNIT}
 
 
 def test_decode_takes_local_maxima_above_the_score_with_their_sides():
@@ -46,17 +49,23 @@ def frames(tmp_path_factory):
 def fitted(frames, tmp_path_factory):
     out = tmp_path_factory.mktemp("map") / "run"
     # 100 steps: a map that marks something (its int8 copy is not yet close to it: no gate here)
-    return fit.fit_sign_map(frames, out, subset="even", steps=100, crop=128, min_agreement=0.0, progress=False)
+    fit.fit_sign_map([frames], out, subset="even", steps=100, crop=128, progress=False)
+    return export_map.export_sign_map(out, min_agreement=0.0)
 
 
 def test_fitted_map_is_written_with_what_it_was_fitted_on(fitted, frames):
-    meta = json.loads(fitted.with_name(fitted.name + ".json").read_text())
-    assert meta["format"] == "signkit-signmap/1" and meta["frames"] == ["00000", "00002"]
-    assert meta["input"] == [280, 320, 3] and meta["stride"] == fit.STRIDE and meta["params"] > 0
+    from runtime.annotations import annotations_fingerprint
+
+    text = fitted.with_name(fitted.name + ".json").read_text()
+    meta = json.loads(text)
+    assert meta["format"] == "signkit-signmap/1"
+    assert meta["fitted_on"] == [{"gt_sha256": annotations_fingerprint(frames), "frames": ["00000", "00002"]}]
+    assert meta["input"] == [280, 320, 3] and meta["stride"] == fit.STRIDE and meta["params"] > 0 and meta["macs"] > 0
     assert meta["size_unit"] == fit.SIZE_UNIT
-    assert (fitted.parent / "sign_map.keras").is_file()
+    assert str(frames) not in text and str(fitted.parent) not in text  # no path of this machine travels with the map
+    assert (fitted.parent / "sign_map.keras").is_file() and (fitted.parent / "fit.json").is_file()
     m = SignMap(fitted)
-    assert m.fitted_on == (["00000", "00002"], meta["frames_gt_sha256"])
+    assert m.fitted_on == meta["fitted_on"]
     frame = read_frame(frames / "00001.jpg")
     props = m.propose(frame)
     assert all(p.cue == MAP_CUE and 0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560 for p in props)
@@ -105,11 +114,11 @@ def test_run_ahead_the_map_runs_on_the_classifiers_thread_with_the_same_result(f
 
 def test_bench_gtsdb_leaves_out_the_frames_that_fitted_the_map(fitted, frames, exported, capsys):
     build = build_file(exported, BUILDS["tflite-int8"])
-    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--sign-map", str(fitted), "--proposals", "builtin",
+    assert gtsdb.main(["--build", str(build), "--frames", str(frames), "--sign-map", str(fitted), "--proposals", "builtin",
                        "--threads", "1", "--repeat", "1", "--json"]) == 0
     captured = capsys.readouterr()
     assert "leaving out 2 frames" in captured.err and json.loads(captured.out)[0]["frames"] == 2
-    assert gtsdb.main(["--build", str(build), "--data", str(frames), "--sign-map", str(fitted), "--frames", "even",
+    assert gtsdb.main(["--build", str(build), "--frames", str(frames), "--sign-map", str(fitted), "--subset", "even",
                        "--proposals", "builtin", "--threads", "1", "--repeat", "1"]) == 1
     assert "sign map" in capsys.readouterr().err
 
@@ -126,11 +135,15 @@ def test_a_stale_or_foreign_sidecar_is_refused(fitted, exported, tmp_path):
         SignMap(tmp_path / "none.tflite")
 
 
-def test_the_export_gate_refuses_and_writes_nothing(frames, tmp_path):
+def test_the_export_gate_refuses_and_writes_nothing(frames, tmp_path, capsys):
     out = tmp_path / "run"
+    fit.fit_sign_map([frames], out, steps=2, crop=128, progress=False)
     with pytest.raises(BuildError, match="not written"):
-        fit.fit_sign_map(frames, out, steps=2, crop=128, min_agreement=1.01, progress=False)
-    assert not (out / fit.MAP_FILE).exists() and not list(out.glob("*.tflite"))
+        export_map.export_sign_map(out, min_agreement=1.01)
+    assert not (out / MAP_FILE).exists() and not list(out.glob("*.tflite"))
+    assert export_map.main(["--map", str(tmp_path)]) == 1  # no fitted map there: one line naming the fit command
+    err = capsys.readouterr().err
+    assert "holds no fitted sign map" in err and "python -m train.frames.sign_map" in err and "Traceback" not in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -140,6 +153,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "too small" in err and "Traceback" not in err
     assert fit.main(["--frames", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "has no gt.txt" in capsys.readouterr().err
+    assert fit.main(["--frames", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         fit.main(["--frames", str(small), "--out", str(tmp_path / "o"), "--steps", "0"])
     assert e.value.code == 2
@@ -153,23 +168,23 @@ def test_bench_misses_counts_the_maps_boxes(fitted, frames, capsys):
     assert with_map.fitted == {"00000", "00002"} and not plain.fitted
     best = {(f.frame, f.class_id, f.side): f.best_iou for f in plain.fates}
     assert all(f.best_iou >= best[(f.frame, f.class_id, f.side)] for f in with_map.fates)  # more candidates, never fewer
-    assert misses.main(["--data", str(frames), "--sign-map", str(fitted)]) == 0
+    assert misses.main(["--frames", str(frames), "--sign-map", str(fitted)]) == 0
     assert "fitted the build's background class, the ranker or the sign map" in capsys.readouterr().out
 
 
 def test_negatives_mined_with_the_map_take_its_sign_free_boxes_first(fitted, frames, tmp_path):
     from runtime.annotations import frame_files
     from runtime.roi import iou_matrix
-    from train import negatives
+    from train.frames import negatives
 
     out = tmp_path / "neg"
     assert negatives.main(["--frames", str(frames), "--out", str(out), "--subset", "odd", "--per-frame", "30",
                            "--sign-map", str(fitted), "--quiet"]) == 0
     manifest = json.loads((out / "negatives.json").read_text())
-    assert manifest["sign_maps"] == [str(fitted.resolve())] and manifest["frames"] == ["00001", "00003"]
+    assert manifest["sign_maps"] == [str(fitted.resolve())] and manifest["fitted_on"][0]["frames"] == ["00001", "00003"]
     _, gt = frame_files(frames)
     m, taken = SignMap(fitted), 0
-    for stem in manifest["frames"]:
+    for stem in manifest["fitted_on"][0]["frames"]:
         chosen = [tuple(c["box"]) for c in manifest["crops"] if c["frame"] == stem]
         signs = [a.box for a in gt.get(stem, [])]
         assert chosen and (not signs or iou_matrix(chosen, signs).max() < 0.1)
@@ -184,17 +199,18 @@ def test_negatives_mined_with_the_map_take_its_sign_free_boxes_first(fitted, fra
 def test_each_frame_is_mined_with_a_map_that_did_not_fit_it(fitted, frames, tmp_path):
     import shutil
 
-    from train import negatives
+    from train.frames import negatives
 
     odd = tmp_path / "odd" / fitted.name  # the same network, its sidecar saying it was fitted on the odd frames
     odd.parent.mkdir()
     shutil.copy(fitted, odd)
     meta = json.loads(fitted.with_name(fitted.name + ".json").read_text())
-    (odd.parent / (odd.name + ".json")).write_text(json.dumps({**meta, "frames": ["00001", "00003"]}))
-    manifest = negatives.mine(frames, tmp_path / "neg", per_frame=10, progress=False, sign_maps=[fitted, odd])
+    fitted_odd = [{**meta["fitted_on"][0], "frames": ["00001", "00003"]}]
+    (odd.parent / (odd.name + ".json")).write_text(json.dumps({**meta, "fitted_on": fitted_odd}))
+    manifest = negatives.mine([frames], tmp_path / "neg", per_frame=10, progress=False, sign_maps=[fitted, odd])
     used = {c["frame"]: c["sign_map"] for c in manifest["crops"]}
     assert used == {"00000": 1, "00001": 0, "00002": 1, "00003": 0}
-    alone = negatives.mine(frames, tmp_path / "neg1", per_frame=10, progress=False, sign_maps=[fitted])
+    alone = negatives.mine([frames], tmp_path / "neg1", per_frame=10, progress=False, sign_maps=[fitted])
     assert {c["sign_map"] for c in alone["crops"]} == {0}  # every map saw the frame: the first one, as asked
 
 
@@ -206,13 +222,13 @@ def test_the_gate_holds_the_int8_map_to_the_float_maps_confident_peaks_in_place_
         return m
 
     ref = out([(3, 3, 0.6, 32), (8, 8, 0.1, 32)])  # a confident peak and a faint one
-    assert fit.peak_agreement(ref, ref) == (1, 1)  # the faint one is not counted
-    assert fit.peak_agreement(ref, out([(3, 3, 0.5, 32)])) == (1, 1)  # losing the faint one does not matter
-    assert fit.peak_agreement(ref, out([(4, 3, 0.5, 34)])) == (1, 1)  # a cell off, a side 6 % off: the same sign
-    assert fit.peak_agreement(ref, out([(3, 3, 0.5, 64)])) == (0, 1)  # twice the side: another box
-    assert fit.peak_agreement(ref, out([(5, 3, 0.5, 32)])) == (0, 1)  # two cells off
-    assert fit.peak_agreement(ref, out([])) == (0, 1)
-    assert fit.peak_agreement(out([(8, 8, 0.1, 32)]), out([])) == (0, 0)
+    assert export_map.peak_agreement(ref, ref, DECODING) == (1, 1)  # the faint one is not counted
+    assert export_map.peak_agreement(ref, out([(3, 3, 0.5, 32)]), DECODING) == (1, 1)  # losing the faint one does not matter
+    assert export_map.peak_agreement(ref, out([(4, 3, 0.5, 34)]), DECODING) == (1, 1)  # a cell off, a side 6 % off: the same sign
+    assert export_map.peak_agreement(ref, out([(3, 3, 0.5, 64)]), DECODING) == (0, 1)  # twice the side: another box
+    assert export_map.peak_agreement(ref, out([(5, 3, 0.5, 32)]), DECODING) == (0, 1)  # two cells off
+    assert export_map.peak_agreement(ref, out([]), DECODING) == (0, 1)
+    assert export_map.peak_agreement(out([(8, 8, 0.1, 32)]), out([]), DECODING) == (0, 0)
 
 
 def _solid_pool(n: int = 6) -> np.ndarray:
@@ -249,9 +265,8 @@ def test_targets_are_the_marked_signs():
 
 
 def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_path):
-    path = fit.fit_sign_map(frames, tmp_path / "run", steps=3, crop=128, paste=kaggle_dir, paste_rate=2, min_agreement=0.0,
-                            progress=False)
-    pasted = json.loads(path.with_name(path.name + ".json").read_text())["pasted"]
+    path = fit.fit_sign_map([frames], tmp_path / "run", steps=3, crop=128, paste=kaggle_dir, paste_rate=2, progress=False)
+    pasted = json.loads((path / "fit.json").read_text())["pasted"]
     assert pasted["images"] > 0 and pasted["rate"] == 2 and pasted["fingerprint"] and pasted["source"] == str(kaggle_dir)
     assert pasted["sampling"] == "images"
 
@@ -270,7 +285,7 @@ def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():
 def test_paste_errors_are_one_line(frames, tmp_path, capsys):
     assert fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(tmp_path / "none"), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "none" in err and "Traceback" not in err and not (tmp_path / "o" / fit.MAP_FILE).exists()
+    assert "none" in err and "Traceback" not in err and not (tmp_path / "o" / "fit.json").exists()
     for rate in ("9", "0"):  # 0 would load the signs and paste none of them
         with pytest.raises(SystemExit) as e:
             fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste", str(frames), "--paste-rate", rate])

@@ -1,4 +1,4 @@
-"""The model study's tools: a dev-test split, MACs, degradations, CLAHE, label smoothing and python -m train.sweep."""
+"""The model study's tools: a dev-test split, MACs, degradations, CLAHE, label smoothing and python -m bench.sweep."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_count_macs_of_known_layers():
 
 
 def test_degradations_keep_shape_and_repeat():
-    from train.degrade import DEGRADATIONS
+    from bench.degrade import DEGRADATIONS
 
     crops = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     for name, f in DEGRADATIONS.items():
@@ -80,8 +80,8 @@ def test_label_smoothing_trains_saves_and_loads(kaggle_dir, tmp_path):
 
 @pytest.mark.slow
 def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
+    from bench import sweep
     from tests import synth
-    from train import sweep
 
     kaggle_dir = synth.write_kaggle(tmp_path / "data", tracks_per_class=10, frames=6, seed=4)
     plan = tmp_path / "plan.json"
@@ -107,14 +107,14 @@ def test_sweep_trains_exports_measures_and_tabulates(tmp_path, capsys):
 
 def test_sweep_table_says_where_ms_per_roi_was_timed(tmp_path):
     """Studies measured on two CPUs (or before the CPU was recorded) are flagged, not silently compared."""
-    from train import sweep
+    from bench import sweep
 
     def study(cpu):
         return {**{k: 0.5 for k in sweep.KEYS}, **({"cpu": cpu} if cpu else {})}
 
     rows = sweep.summarise({"a": [study("CPU A, 2 cores, avx2"), study("CPU A, 2 cores, avx2")], "b": [study(None)]})
     assert [r["cpu"] for r in rows] == ["CPU A, 2 cores, avx2", "not recorded"]
-    md = sweep.write_table(tmp_path, rows, "python -m train.sweep").read_text()
+    md = sweep.write_table(tmp_path, rows, "python -m bench.sweep").read_text()
     assert "on CPU A, 2 cores, avx2 and not recorded." in md and "different CPUs" in md
-    md = sweep.write_table(tmp_path, rows[:1], "python -m train.sweep").read_text()
+    md = sweep.write_table(tmp_path, rows[:1], "python -m bench.sweep").read_text()
     assert "on CPU A, 2 cores, avx2." in md and "different CPUs" not in md

@@ -1,4 +1,4 @@
-"""python -m train / train.evaluate end to end on fixture data, in-process."""
+"""python -m train / bench.evaluate end to end on fixture data, in-process."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from bench.evaluate import main as eval_main
 from train.__main__ import main as train_main
-from train.evaluate import main as eval_main
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,30 @@ def test_training_writes_a_complete_run(trained_run):
 def test_evaluate_val_and_test(trained_run, capsys):
     meta = json.loads((trained_run / "metadata.json").read_text())
     data = meta["dataset"]["path"]
-    assert eval_main(["--model", str(trained_run), "--data", data, "--split", "val", "--json"]) == 0
+    assert eval_main(["--run", str(trained_run), "--data", data, "--split", "val", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # Re-evaluating the saved model on the rebuilt track split reproduces the accuracy training reported.
     assert report["accuracy"] == pytest.approx(meta["val_accuracy"], abs=1e-6)
     assert len(report["per_class"]) == 4 and (trained_run / "eval-val/confusion.png").is_file()
-    assert eval_main(["--model", str(trained_run), "--data", data, "--split", "test"]) == 0
+    assert eval_main(["--run", str(trained_run), "--data", data, "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and "confusion matrix" in out
     assert json.loads((trained_run / "eval-test/report.json").read_text())["images"] == 4 * 4  # 4 classes x every other of 8 frames
+
+
+def test_evaluate_several_splits_skips_a_missing_one_only_when_asked(trained_run, tmp_path, capsys):
+    import shutil
+
+    data = shutil.copytree(json.loads((trained_run / "metadata.json").read_text())["dataset"]["path"], tmp_path / "no-test")
+    (data / "Test.csv").unlink()  # the same images, without a test subset
+    args = ["--run", str(trained_run), "--data", str(data), "--split", "val", "test", "--out", str(tmp_path / "e")]
+    assert eval_main([*args, "--skip-missing"]) == 0
+    captured = capsys.readouterr()
+    assert "val accuracy" in captured.out and "test: not evaluated, the data has no such split" in captured.err
+    assert (tmp_path / "e/eval-val/report.json").is_file() and not (tmp_path / "e/eval-test").exists()
+    assert eval_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m bench.evaluate: error:") and "Traceback" not in err
 
 
 def test_model_learns_better_than_chance(trained_run):
@@ -127,7 +142,7 @@ def test_bad_flag_values_exit_2(kaggle_dir):
 
 
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
-    assert eval_main(["--model", str(tmp_path), "--data", str(tmp_path), "--split", "val"]) == 1
+    assert eval_main(["--run", str(tmp_path), "--data", str(tmp_path), "--split", "val"]) == 1
     assert "is not a training run" in _err(capsys)
 
 

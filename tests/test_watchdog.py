@@ -134,8 +134,8 @@ def test_the_keras_callback_reports_every_batch_and_epoch():
 
 
 def test_the_sweep_resumes_a_stalled_training(tmp_path):
+    from bench import sweep
     from runtime.errors import ConfigError
-    from train import sweep
 
     stall = [sys.executable, "-c", f"import sys; print('stalled'); sys.exit({STALL_EXIT})"]
     done = [sys.executable, "-c", "print('resumed')"]

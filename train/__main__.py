@@ -1,10 +1,10 @@
 """Train a traffic-sign classifier.
 
-    python -m train --data ../shared/data/gtsrb
+    python -m train --data data/GTSRB
     python -m train --data data/GTSRB --arch notebook-d --epochs 30 --out runs/nbd
     python -m train --resume --out runs/edge-20261121-150000
-    python -m train --extend runs/edge-default --add my_signs/ --out runs/edge-mine
-    python -m train --extend runs/edge-default --background data/neg --zoom 0.2 --shift 0.1 --out runs/edge-bg
+    python -m train --extend runs/quickstart --add my_signs/ --out runs/edge-mine
+    python -m train --extend runs/quickstart --background data/neg --zoom 0.2 --shift 0.1 --out runs/quickstart
 
 Writes OUT/model.keras, OUT/metadata.json, OUT/history.json, OUT/training_curves.png and
 OUT/checkpoints/ (one per epoch, for --resume). A resumed run takes every setting that defines the
@@ -14,7 +14,7 @@ model (data, architecture, size, augmentation, ...) from its checkpoint; only --
 --extend RUN --add DIR starts from RUN's model, adds the classes of DIR's class folders (as few as
 ~10 photos each) and fine-tunes on RUN's data and the new photos together (train.extend): the new
 run records what the old classes lost and what the new ones reach on held-out photos.
---extend RUN --background DIR does the same with a "not a sign" class (train.negatives) for the
+--extend RUN --background DIR does the same with a "not a sign" class (train.frames.negatives) for the
 frame pipeline: the signs keep what RUN learned, and the run records what they lost.
 --distribute mirrored / multiworker trains data-parallel with the backend's own strategy
 (train.distribute); --batch-size is then per replica.
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train", description="Train a traffic-sign CNN (GPU when one is visible, else CPU).",
         formatter_class=HelpFormatter,
-        epilog="examples:\n  python -m train --data ../shared/data/gtsrb\n"
+        epilog="examples:\n  python -m train --data data/GTSRB\n"
                "  python -m train --data data/GTSRB --arch notebook-d --epochs 30 --out runs/nbd",
     )
     p.add_argument("--data", type=Path, default=default_data(), help="dataset folder, zip or pickle ($GTSRB_DIR)")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture (edge-xs: the default, 146 KB int8; edge: the default before, 306 KB)")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the architecture's)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images a step (per process with --distribute)")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (1-epoch warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="spread this much of each label over the other classes")
@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also hold out this share of each class's tracks as a dev-test split, only to report on")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/ARCH-TIMESTAMP; with --resume the latest run)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
+                   help="auto: a GPU when the backend sees one, else the CPU")
     p.add_argument("--backend", default="tensorflow", choices=BACKENDS, help="Keras 3 backend")
     p.add_argument("--background", type=Path, default=None,
-                   help="folder of not-a-sign crops (python -m train.negatives) to learn as one extra class "
+                   help="folder of not-a-sign crops (python -m train.frames.negatives) to learn as one extra class "
                         "(with --extend: added to the run's classes)")
     p.add_argument("--zoom", type=float, default=AugmentConfig.zoom,
                    help="random zoom 1 +- this (0.2 for a frame pipeline: proposal boxes are looser than GTSRB's)")

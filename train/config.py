@@ -35,7 +35,7 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: train on the crops as they are
     use_cache: bool = True
     progress: bool = True
-    background: Path | None = None  # folder of "not a sign" crops (python -m train.negatives): one extra class
+    background: Path | None = None  # folder of "not a sign" crops (python -m train.frames.negatives): one extra class
     init_from: Path | None = None  # --extend: the run whose model this one starts from (its output layer grown)
     add: Path | None = None  # --add: class folders of new classes (or more photos of known ones)
     add_holdout: float = 0.3  # share of each added class's photos (whole tracks where known) kept to score them

@@ -42,7 +42,7 @@ def latest_run(root: Path | None = None, require: str = "model.keras") -> Path:
     root = root or runs_dir()
     runs = [p.parent for p in root.glob(f"*/{require}")] if root.is_dir() else []
     if not runs:
-        raise ConfigError(f"no trained model found under {root}/; train one with `python -m train` or pass --model DIR")
+        raise ConfigError(f"no trained model found under {root}/; train one with `python -m train` or pass --run DIR")
     return max(runs, key=lambda p: (p / require).stat().st_mtime)
 
 
@@ -58,7 +58,7 @@ def load_keras_model(path: Path) -> Any:
         return keras.models.load_model(path)
     except (ValueError, OSError, KeyError, TypeError) as err:
         raise ConfigError(f"{path} is not a loadable Keras model ({str(err).splitlines()[0][:100]}); "
-                          f"retrain it with `python -m train` or pass --model another run") from None
+                          f"retrain it with `python -m train` or pass --run another run") from None
 
 
 def read_json(path: Path, fix: str) -> Any:
@@ -82,11 +82,11 @@ class Run:
         """Raises ConfigError when ``path`` is not a complete run."""
         path = Path(path)
         if not (path / "model.keras").is_file() or not (path / "metadata.json").is_file():
-            raise ConfigError(f"{path} is not a training run (needs model.keras and metadata.json); pass --model a "
+            raise ConfigError(f"{path} is not a training run (needs model.keras and metadata.json); pass --run a "
                               f"folder written by `python -m train`")
         meta = read_json(path / "metadata.json", "retrain the run or restore the file")
         if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-            raise ConfigError(f"{path / 'metadata.json'} is not signkit run metadata; pass --model a folder written by "
+            raise ConfigError(f"{path / 'metadata.json'} is not signkit run metadata; pass --run a folder written by "
                               f"`python -m train`")
         missing = [k for k in REQUIRED_KEYS if k not in meta]
         if missing:
@@ -95,7 +95,7 @@ class Run:
 
     @classmethod
     def resolve(cls, path: Path | None) -> Run:
-        """``--model`` or, without it, the most recent training run (and say which one)."""
+        """``--run`` or, without it, the most recent training run (and say which one)."""
         if path is not None:
             return cls.open(path)
         run = latest_run()
@@ -114,7 +114,7 @@ class Run:
                 if want and run.model_sha256 == want:
                     return run
         raise ConfigError(f"cannot find the training run {build} was exported from (a model.keras with SHA-256 "
-                          f"{str(want)[:12]}..., looked in {', '.join(map(str, dict.fromkeys(places)))}); pass --model RUN")
+                          f"{str(want)[:12]}..., looked in {', '.join(map(str, dict.fromkeys(places)))}); pass --run RUN")
 
     @property
     def model_file(self) -> Path:
@@ -143,6 +143,13 @@ class Run:
     @cached_property
     def model_sha256(self) -> str:
         return file_sha256(self.model_file)
+
+    @cached_property
+    def macs_per_roi(self) -> int:
+        """Multiply-accumulates of one crop through the model (``train.models.count_macs``)."""
+        from train.models import count_macs  # imports Keras: only where a model is loaded anyway
+
+        return count_macs(self.load_model())
 
     def load_model(self) -> Any:
         """The Keras model (loaded once)."""

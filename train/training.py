@@ -242,9 +242,10 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
         return None
     manifest_file = Path(folder) / "negatives.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
-    return {"path": str(Path(folder).resolve()), "class_id": train_set.num_classes - 1,
-            "frames": manifest.get("frames", []), "frames_source": manifest.get("source"),
-            "frames_gt_sha256": manifest.get("gt_sha256")}
+    fitted = manifest.get("fitted_on")
+    if fitted is None and manifest.get("frames"):  # one folder, recorded as its stems and one checksum
+        fitted = [{"gt_sha256": manifest.get("gt_sha256"), "frames": manifest["frames"]}]
+    return {"path": str(Path(folder).resolve()), "class_id": train_set.num_classes - 1, "fitted_on": fitted or []}
 
 
 def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int, batch_size: int) -> Any:

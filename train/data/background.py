@@ -1,4 +1,4 @@
-"""A folder of "not a sign" crops (from ``python -m train.negatives``) as one extra class."""
+"""A folder of "not a sign" crops (from ``python -m train.frames.negatives``) as one extra class."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def load_background(folder: Path, size: int) -> tuple[Split, dict]:
     """Crops resized like any training image; the track of a crop is the frame it came from."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if Path(folder).is_dir() else []
     if not files:
-        raise DatasetFormatError(f"--background {folder} holds no crops; make some with `python -m train.negatives`")
+        raise DatasetFormatError(f"--background {folder} holds no crops; make some with `python -m train.frames.negatives`")
     manifest_file = Path(folder) / "negatives.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {"frames": []}
     spec = PreprocessSpec(size=size)

@@ -1,7 +1,7 @@
 """Write a dataset (any layout signkit reads) as class folders: a start for your own dataset, or a few classes set apart.
 
-    python -m train.data.to_folders --data ../shared/data/gtsrb --out data/gtsrb-38 --exclude 6 22 27 30 42 --link
-    python -m train.data.to_folders --data ../shared/data/gtsrb --out data/new5 --classes 6 22 27 30 42 --photos-per-class 10
+    python -m train.data.to_folders --data data/GTSRB --out data/gtsrb-38 --exclude 6 22 27 30 42 --link
+    python -m train.data.to_folders --data data/GTSRB --out data/new5 --classes 6 22 27 30 42 --photos-per-class 10
 
 Each class becomes OUT/<class name>/ (a "/" in a name becomes "_"); images keep their file names, and
 ``boxes.csv`` keeps their sign boxes and tracks, so ``--format folders`` reads exactly what the
@@ -96,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.data.to_folders", formatter_class=HelpFormatter,
         description="Write a dataset as class folders (with boxes.csv), whole or some classes of it.",
-        epilog="examples:\n  python -m train.data.to_folders --data ../shared/data/gtsrb --out data/gtsrb-38 --exclude 6 22 27 30 42 --link\n"
-               "  python -m train.data.to_folders --data ../shared/data/gtsrb --out data/new5 --classes 6 22 27 30 42 "
+        epilog="examples:\n  python -m train.data.to_folders --data data/GTSRB --out data/gtsrb-38 --exclude 6 22 27 30 42 --link\n"
+               "  python -m train.data.to_folders --data data/GTSRB --out data/new5 --classes 6 22 27 30 42 "
                "--photos-per-class 10",
     )
     p.add_argument("--data", type=Path, required=True, help="dataset folder (Kaggle or official layout, or class folders)")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS))
-    p.add_argument("--subset", default="train", choices=("train", "val", "test"))
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS), help="the dataset's layout")
+    p.add_argument("--subset", default="train", choices=("train", "val", "test"), help="which subset of the dataset to write")
     p.add_argument("--out", type=Path, required=True, help="folder to write the class folders into")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--classes", type=int, nargs="+", default=None, help="only these class ids")

@@ -1,6 +1,6 @@
 """Fit a "sign here" map on annotated frames and export it as an int8 TFLite proposal source.
 
-    python -m train.sign_map --frames ../shared/data/gtsdb-train --out runs/sign-map
+    python -m train.frames.sign_map --frames data/GTSDB/gtsdb-train --out runs/sign-map
 
 A tiny fully-convolutional net over the half-size frame (runtime.sign_map runs it): a stride-4 trunk,
 a stride-8 context branch with dilated convolutions, and two 1x1 heads at stride 4, a sigmoid heat
@@ -19,7 +19,6 @@ in place and size.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -30,21 +29,17 @@ from typing import Any
 import numpy as np
 
 from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
-from runtime.atomic import atomic_path, ensure_writable_dir, write_bytes_atomic, write_text_atomic
-from runtime.builds import sidecar_of
+from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
-from runtime.errors import BuildError, ConfigError, cli_errors
-from runtime.sign_map import MAP_FORMAT, decode
+from runtime.errors import ConfigError, cli_errors
 
 SCALE = 0.5  # the map sees the frame at half size, like the colour cues
 STRIDE = 4
 MIN_SCORE = 0.05
-STEPS = 5000  # held-out gtsdb-train: 3 more of 187 signs proposed than 2500 (docs/results.md)
-TOP_K = 15  # boxes a frame at most: as many held-out gtsdb-train signs as 20 (docs/results.md)
+FIT_FORMAT = "signkit-signmap-fit/1"
+STEPS = 5000  # 2500 proposed 3 fewer of 187 held-out signs
+TOP_K = 15  # boxes a frame at most: 20 proposed no more held-out signs
 SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range as the heat, one int8 output scale
-MAP_FILE = "sign_map_int8.tflite"
-GATE_SCORE = 0.2  # the export gate compares the float and int8 maps' peaks from this score up
-GATE_SIDE = 1.25  # ... and their signs' sides, to within this factor
 PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the half-size frame: 16-128 frame pixels, GTSDB's range
 PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this much)
 PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
@@ -197,30 +192,29 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], maps: list[np.nda
     return np.stack(xs), np.stack(ys)
 
 
-def peak_agreement(ref: np.ndarray, out: np.ndarray, min_score: float = GATE_SCORE) -> tuple[int, int]:
-    """Of the float map's peaks scoring at least ``min_score``, how many the int8 map has: a peak within one cell
-    whose sign side is within GATE_SIDE of the float map's. (found, peaks)
-
-    Peaks just above MIN_SCORE come and go with the int8 output's rounding; they are the least sign-like
-    proposals, so the gate holds the int8 map to the float map's confident ones, place and size."""
-    a, sa = decode(ref, 1, MIN_SCORE, TOP_K, 1.0, 1.0, SIZE_UNIT)
-    b, _ = decode(out, 1, MIN_SCORE, TOP_K, 1.0, 1.0, SIZE_UNIT)
-    a = a[sa >= min_score]
-    if not len(a):
-        return 0, 0
-    if not len(b):
-        return 0, len(a)
-    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
-    near = np.abs(ca[:, None, :] - cb[None, :, :]).max(axis=2) <= 1.0
-    ratio = (b[None, :, 2] - b[None, :, 0]) / (a[:, None, 2] - a[:, None, 0])
-    same_size = (ratio <= GATE_SIDE) & (ratio >= 1 / GATE_SIDE)
-    return int((near & same_size).any(axis=1).sum()), len(a)
+def read_frame_sets(folders: Sequence[Path], subset: str) -> tuple[list[np.ndarray], list[list[Annotation]], list[dict[str, Any]]]:
+    """The chosen frames of every folder with their signs, and what the fit records of each folder (its path, the
+    checksum of its gt.txt, the stems used)."""
+    frames: list[np.ndarray] = []
+    signs: list[list[Annotation]] = []
+    sources = []
+    for folder in folders:
+        files, gt = frame_files(folder)
+        stems = select_frames(list(files), subset)
+        frames += [read_frame(files[s]) for s in stems]
+        signs += [gt.get(s, []) for s in stems]
+        sources.append({"path": str(Path(folder).resolve()), "gt_sha256": annotations_fingerprint(folder), "frames": stems})
+    if not any(signs):
+        raise ConfigError(f"{', '.join(map(str, folders))} have no annotated frames in --subset {subset}; the map learns "
+                          f"from annotated signs")
+    return frames, signs, sources
 
 
-def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16, crop: int = 256,
-                 seed: int = 0, min_agreement: float = 0.9, paste: Path | None = None, paste_rate: float = 1.0,
+def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16,
+                 crop: int = 256, seed: int = 0, paste: Path | None = None, paste_rate: float = 1.0,
                  paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True) -> Path:
-    """Fit the map on the chosen frames of ``frames_dir``, export its int8 build to ``out`` (gated); its path.
+    """Fit the map on the chosen frames of ``frames_dirs``; write OUT/sign_map.keras and OUT/fit.json (what
+    ``python -m export.sign_map`` turns into the int8 build); the folder.
 
     ``paste``: a sign dataset (any layout ``train.data`` reads) whose crops are pasted into the training crops,
     ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images, picked by
@@ -228,26 +222,22 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
 
     Raises:
         ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
-        BuildError: the int8 map does not find the float map's peaks (nothing is written then).
     """
     if paste is not None and not paste_rate > 0:
         raise ConfigError(f"a paste rate of {paste_rate} pastes nothing from {paste}; give a rate above 0, or no sign dataset")
-    files, gt = frame_files(frames_dir)
-    stems = select_frames(list(files), subset)
-    if not any(gt.get(s) for s in stems):
-        raise ConfigError(f"{frames_dir} has no annotated frames in --subset {subset}; the map learns from annotated signs")
-    frames = [read_frame(files[s]) for s in stems]
+    frames, signs, sources = read_frame_sets(frames_dirs, subset)
     sizes = {f.shape[:2] for f in frames}
     if len(sizes) > 1:
-        raise ConfigError(f"{frames_dir}: frames of {len(sizes)} different sizes; the map is fitted at one frame size")
+        raise ConfigError(f"{', '.join(map(str, frames_dirs))}: frames of {len(sizes)} different sizes; the map is fitted at "
+                          f"one frame size")
     import cv2
 
     h, w = (int(v * SCALE) // STRIDE * STRIDE for v in frames[0].shape[:2])
     if min(h, w) < crop:
-        raise ConfigError(f"{frames_dir}: frames of {frames[0].shape[1]}x{frames[0].shape[0]} are too small for the "
-                          f"map's {crop}-pixel training crops at half size")
+        raise ConfigError(f"frames of {frames[0].shape[1]}x{frames[0].shape[0]} are too small for the map's {crop}-pixel "
+                          f"training crops at half size")
     smalls = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
-    signs = [gt.get(s, []) for s in stems]
+    del frames
     maps = [targets(a, h, w) for a in signs]
     ensure_writable_dir(out)
     pool, pasted = None, None
@@ -262,76 +252,48 @@ def fit_sign_map(frames_dir: Path, out: Path, *, subset: str = "all", steps: int
     model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss=map_loss)
     rng = np.random.default_rng(seed)
     t0 = time.time()
+    every = max(1, min(250, steps // 20))  # a line every 5 % of the fit (at most every 250 steps), --quiet or not
     for step in range(steps):
         if step == int(steps * 0.7):
             model.optimizer.learning_rate.assign(5e-4)
         loss = float(model.train_on_batch(*_crops(rng, smalls, maps, signs, crop, batch, pool, paste_rate)))
-        if progress and (step % 250 == 0 or step == steps - 1):
-            print(f"step {step + 1}/{steps}: loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if step % every == 0 or step == steps - 1:
+            print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
     fixed = build_map_model(keras, h, w)
     fixed.set_weights(model.get_weights())
     with atomic_path(out / "sign_map.keras") as tmp:
         fixed.save(tmp)
-    return export_sign_map(fixed, smalls, out, frames_dir, stems, steps=steps, seconds=time.time() - t0,
-                           min_agreement=min_agreement, pasted=pasted)
+    fit: dict[str, Any] = {"format": FIT_FORMAT, "sources": sources, "scale": SCALE, "stride": STRIDE, "min_score": MIN_SCORE,
+           "top_k": TOP_K, "size_unit": SIZE_UNIT, "steps": steps, "seed": seed, "training_seconds": round(time.time() - t0, 1),
+           "params": int(fixed.count_params()), "macs": map_macs(fixed), "pasted": pasted}
+    write_text_atomic(out / "fit.json", json.dumps(fit, indent=2))
+    print(f"sign map fitted on {sum(len(s['frames']) for s in sources)} frames ({fit['params']:,} params, "
+          f"{fit['macs'] / 1e6:.0f} M MACs a frame) -> {out}; export it with `python -m export.sign_map --map {out}`")
+    return out
 
 
-def export_sign_map(model: Any, smalls: list[np.ndarray], out: Path, frames_dir: Path, stems: list[str], *,
-                    steps: int, seconds: float, min_agreement: float, pasted: dict[str, Any] | None = None) -> Path:
-    from export.convert import to_tflite
-    from runtime.backends import TFLiteBackend
+def map_macs(model: Any) -> int:
+    """Multiply-accumulates of one frame through the map (its convolutions)."""
+    from train.models import count_macs
 
-    def scaled(frames: Sequence[np.ndarray]) -> np.ndarray:  # only the frames used: all of them at once are ~1 GB
-        return np.stack(frames).astype(np.float32) / 255.0
-
-    calib = scaled([smalls[i] for i in np.random.default_rng(0).permutation(len(smalls))[:40]])
-    check = scaled(smalls[:20])
-    data = to_tflite(model, "int8", calib)
-    dest = out / MAP_FILE
-    tmp = dest.with_name(dest.name + ".check.tflite")
-    tmp.write_bytes(data)
-    try:
-        backend = TFLiteBackend(tmp, threads=1)
-        found = peaks = 0
-        for xi in check:
-            f, n = peak_agreement(model.predict(xi[None], verbose=0)[0], backend.run(xi[None])[0])
-            found, peaks = found + f, peaks + n
-    finally:
-        tmp.unlink(missing_ok=True)
-    if not peaks and min_agreement > 0:
-        raise BuildError(f"the float sign map has no peak scoring {GATE_SCORE} or more on {len(check)} of the frames it "
-                         "was fitted on; not written. Fit it longer or on more annotated frames")
-    agreement = found / peaks if peaks else 1.0
-    if agreement < min_agreement:
-        raise BuildError(f"the int8 sign map finds {found} of the float map's {peaks} peaks scoring {GATE_SCORE} or more "
-                         f"({agreement:.0%} < {min_agreement:.0%}); not written. Fit it longer or on more frames")
-    h, w = check.shape[1:3]
-    meta = {"format": MAP_FORMAT, "input": [int(h), int(w), 3], "colour": "bgr", "scale": SCALE, "stride": STRIDE,
-            "min_score": MIN_SCORE, "top_k": TOP_K, "size_unit": SIZE_UNIT, "frames": stems, "frames_source": str(Path(frames_dir).resolve()),
-            "frames_gt_sha256": annotations_fingerprint(frames_dir), "steps": steps, "training_seconds": round(seconds, 1),
-            "params": int(model.count_params()), "int8_peak_agreement": round(agreement, 4),
-            "gate": {"min_score": GATE_SCORE, "side_within": GATE_SIDE, "min_agreement": min_agreement},
-            "pasted": pasted, "model_sha256": hashlib.sha256(data).hexdigest()}
-    write_bytes_atomic(dest, data)
-    write_text_atomic(sidecar_of(dest), json.dumps(meta, indent=2))
-    print(f"sign map: {meta['params']:,} params, {len(data) / 1024:.1f} KB int8, finds {found} of the float map's "
-          f"{peaks} peaks scoring {GATE_SCORE} or more -> {dest}")
-    return dest
+    return count_macs(model)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.sign_map", formatter_class=HelpFormatter,
-        description="Fit a 'sign here' map (a learned proposal source) on annotated frames; export it as int8 TFLite.",
-        epilog="examples:\n  python -m train.sign_map --frames ../shared/data/gtsdb-train --out runs/sign-map\n"
-               "  python -m train.sign_map --frames gtsdb/ --subset even --steps 500 --out runs/sign-map-even\n"
-               "  python -m train.sign_map --frames ../shared/data/gtsdb-train --paste ../shared/data/gtsrb --out runs/sign-map-paste",
+        prog="python -m train.frames.sign_map", formatter_class=HelpFormatter,
+        description="Fit a 'sign here' map (a learned proposal source) on annotated frames.\n\n"
+                    "Writes OUT/sign_map.keras and OUT/fit.json; `python -m export.sign_map --map OUT` makes the int8 build.",
+        epilog="examples:\n  python -m train.frames.sign_map --frames data/GTSDB/train --out runs/sign-map\n"
+               "  python -m train.frames.sign_map --frames data/GTSDB/train --paste data/GTSRB --steps 500 --out runs/sign-map",
     )
-    p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
-    p.add_argument("--subset", default="all", choices=("all", "even", "odd"), help="fit on these frames (by number)")
-    p.add_argument("--out", type=Path, required=True, help="folder for sign_map.keras, sign_map_int8.tflite and its sidecar")
-    p.add_argument("--steps", type=int, default=STEPS, help="training batches (16 crops each); the default takes 13-40 min on 2 CPU cores")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=Path, nargs="+", required=True,
+                   help="folders of frames + gt.txt (image;left;top;right;bottom;ClassId)")
+    p.add_argument("--subset", default="all", choices=("all", "even", "odd"), help="fit on these frames of each folder (by number)")
+    p.add_argument("--out", type=Path, required=True, help="folder for sign_map.keras and fit.json")
+    p.add_argument("--steps", type=int, default=STEPS, help="training batches of 16 crops (the fit prints its pace as it goes)")
+    p.add_argument("--seed", type=int, default=0, help="weights, crops and pasted signs")
     p.add_argument("--paste", type=Path, metavar="SIGNS",
                    help="a sign dataset (e.g. GTSRB, any layout python -m train reads) whose signs are pasted into "
                         "sign-free places of the training crops: more positives, of every class")
@@ -340,11 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paste: draw the pasted signs' pool from all images (classes as common as in the "
                         "dataset; the default) or evenly from every class (rare ones, e.g. white end-of-limit "
                         "signs, as often as common)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
+                   "line every 5 %% of its steps)")
     return p
 
 
-@cli_errors("python -m train.sign_map")
+@cli_errors("python -m train.frames.sign_map")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """What a model looks at: activations of every conv layer, Grad-CAM, dead filters, first-layer weights, an explorer page.
 
-    python -m train.explain --model runs/edge-default                       # 8 validation images, errors first
-    python -m train.explain --model runs/edge-default --images a.png b.png --labels 14 33 --html
+    python -m train.insight.explain --run runs/quickstart                       # 8 validation images, errors first
+    python -m train.insight.explain --run runs/quickstart --images a.png b.png --labels 14 33 --html
 
 Per image: each feature layer's activation maps as a grid (each filter normalised on its own),
 Grad-CAM for the predicted and the true class over the crop (gradients of the ``logits`` layer
@@ -40,7 +40,7 @@ FEATURE_TYPES = ("ReLU", "LeakyReLU", "Activation", "ELU", "PReLU")
 def require_tensorflow_backend() -> None:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend != "tensorflow":
-        raise ConfigError(f"train.explain computes Grad-CAM with TensorFlow gradients, but KERAS_BACKEND={backend}; "
+        raise ConfigError(f"train.insight.explain computes Grad-CAM with TensorFlow gradients, but KERAS_BACKEND={backend}; "
                           f"unset it or run with KERAS_BACKEND=tensorflow")
     os.environ["KERAS_BACKEND"] = "tensorflow"
 
@@ -318,12 +318,12 @@ def explorer_page(run: Run, per_image: list[dict[str, Any]], layers: list[str], 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.explain", formatter_class=HelpFormatter,
+        prog="python -m train.insight.explain", formatter_class=HelpFormatter,
         description="Activation maps, Grad-CAM, dead filters and first-layer weights of a trained model, and an explorer page.",
-        epilog="examples:\n  python -m train.explain --model runs/edge-default\n"
-               "  python -m train.explain --model runs/edge-default --images a.png b.png --labels 14 33 --html",
+        epilog="examples:\n  python -m train.insight.explain --run runs/quickstart\n"
+               "  python -m train.insight.explain --run runs/quickstart --images a.png b.png --labels 14 33 --html",
     )
-    p.add_argument("--model", type=Path, required=True, help="training run folder")
+    p.add_argument("--run", type=Path, required=True, help="training run folder")
     p.add_argument("--images", type=Path, nargs="+", default=None,
                    help="sign images to explain (default: validation images, errors first)")
     p.add_argument("--labels", type=int, nargs="+", default=None,
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_errors("python -m train.explain")
+@cli_errors("python -m train.insight.explain")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.count < 1 or args.dead_sample < 0:
         parser.error("--count must be at least 1 and --dead-sample at least 0")
     require_tensorflow_backend()
-    run = Run.open(args.model)
+    run = Run.open(args.run)
     out = ensure_writable_dir(args.out or run.path / "explain", "--out")
     sample = load_images(args.images, args.labels, run) if args.images else validation_sample(run, args.count)
     x = to_model_input(sample.crops, run.preprocess)

@@ -1,14 +1,15 @@
 """Fit the proposal ranker: per-cue logistic weights that put real signs first among the candidates.
 
-    python -m train.proposals --frames ../shared/data/gtsdb-train --score ../shared/data/gtsdb
+    python -m train.frames.ranker --frames data/GTSDB/train --score data/GTSDB/test
 
 Every candidate of the chosen frames (``runtime.proposals.candidates``) is a positive when its box
 has IoU >= 0.5 with an annotated sign, else a negative; each cue gets an L2-regularised logistic
 regression (Newton's method, numpy only) over the cheap features the runtime computes anyway. The
-weights go to ``runtime/proposal_ranker.json`` (a few dozen numbers) with the frames they came
-from, so ``bench.gtsdb`` can leave those frames out. It prints proposal recall at the default cap on
-frames it was *not* fitted on (the rest of ``--frames``, and the folder ``--score``), for the fitted
-ranking and for the fill-ratio ranking it replaces.
+weights go to a JSON file (a few dozen numbers) with the frames they came from, so ``bench.gtsdb``
+can leave those frames out; ``--packaged`` replaces the runtime's own ranking instead, the one every
+command uses without ``--ranker``. It prints proposal recall at the default cap on frames it was
+*not* fitted on (the rest of ``--frames``, and the folder ``--score``), for the fitted ranking and
+for the fill-ratio ranking it replaces.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
-from runtime.atomic import write_text_atomic
+from runtime.annotations import Annotation, fitted_on, frame_files, read_frame, select_frames
+from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.proposals import FEATURES, RANKER_FILE, Candidates, ProposalConfig, Ranker, candidates, propose
 from runtime.roi import iou_matrix
+
+DEFAULT_OUT = Path("runs/proposal_ranker.json")
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> np.ndarray:
@@ -91,53 +95,74 @@ def proposal_recall(frames: dict[str, np.ndarray], gt: dict[str, list[Annotation
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.proposals", formatter_class=HelpFormatter,
-        description="Fit the proposal stage's ranking on annotated road frames (numpy only, seconds).",
-        epilog="examples:\n  python -m train.proposals --frames ../shared/data/gtsdb-train --score ../shared/data/gtsdb\n"
-               "  python -m train.proposals --frames my_frames/ --subset even --out ranker_even.json",
+        prog="python -m train.frames.ranker", formatter_class=HelpFormatter,
+        description="Fit the proposal ranking on annotated road frames.\n\nNumpy only; seconds.",
+        epilog="examples:\n  python -m train.frames.ranker --frames data/GTSDB/train --score data/GTSDB/test\n"
+               "  python -m train.frames.ranker --frames data/GTSDB/train --subset even --out runs/ranker-even.json",
     )
-    p.add_argument("--frames", type=Path, required=True, help="GTSDB-layout folder: frames + gt.txt")
+    p.add_argument("--frames", type=Path, nargs="+", required=True, help="folders of frames + gt.txt to fit on")
     p.add_argument("--subset", default="all", choices=("even", "odd", "all"),
-                   help="frames of --frames to fit on (the others are scored; bench.gtsdb leaves these out)")
+                   help="frames of each --frames folder to fit on (the others are scored; bench.gtsdb leaves these out)")
     p.add_argument("--score", type=Path, default=None,
-                   help="another GTSDB-layout folder to report proposal recall on (frames that fit nothing)")
-    p.add_argument("--out", type=Path, default=RANKER_FILE, help="ranker JSON to write")
+                   help="another frame folder to report proposal recall on (frames that fit nothing)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="ranker JSON to write")
+    out.add_argument("--packaged", action="store_true",
+                     help=f"replace the runtime's own ranking ({RANKER_FILE.name} in the installed package), which every "
+                          f"command without --ranker uses")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty on the weights")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-@cli_errors("python -m train.proposals")
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    files, gt = frame_files(args.frames)
-    fit_on = select_frames(sorted(files), args.subset)
-    if not fit_on:
-        raise ConfigError(f"{args.frames}: no frames for --subset {args.subset}")
-    held_out = [s for s in sorted(files) if s not in set(fit_on)]
-    frames = {stem: read_frame(path) for stem, path in files.items()}
+def fit_ranker(folders: Sequence[Path], subset: str = "all", l2: float = 1.0, score: Path | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """The fitted ranker's JSON record, with proposal recall on the frames it was not fitted on.
+
+    Raises:
+        ConfigError: no frames in the subset, or no candidate on a sign.
+    """
     cfg = ProposalConfig()
-    data = collect({s: frames[s] for s in fit_on}, gt, cfg, progress=not args.quiet)
+    data: list[tuple[Candidates, np.ndarray]] = []
+    fitted, scored = [], []
+    for folder in folders:
+        files, gt = frame_files(folder)
+        fit_on = select_frames(sorted(files), subset)
+        if not fit_on:
+            raise ConfigError(f"{folder}: no frames for --subset {subset}")
+        frames = {stem: read_frame(path) for stem, path in files.items()}
+        data += collect({s: frames[s] for s in fit_on}, gt, cfg, progress=progress)
+        fitted.append(fitted_on(folder, fit_on))
+        held_out = [s for s in sorted(files) if s not in set(fit_on)]
+        if held_out:
+            scored.append((f"{len(held_out)} held-out frames of {folder}", {s: frames[s] for s in held_out}, gt))
     n_pos = int(sum(p.sum() for _, p in data))
     if n_pos == 0:
-        raise ConfigError(f"{args.frames}: no candidate of the --subset {args.subset} frames matches a sign in gt.txt")
-    ranker = Ranker(fit(data, cfg, args.l2), tuple(fit_on), annotations_fingerprint(args.frames))
-    record = {"features": list(FEATURES), "weights": {k: list(v) for k, v in ranker.weights.items()},
-              "fitted_on": list(fit_on), "gt_sha256": annotations_fingerprint(args.frames), "source": args.frames.name, "subset": args.subset,
-              "candidates": int(sum(len(p) for _, p in data)), "positives": n_pos, "l2": args.l2}
-    scored: list[tuple[str, dict[str, np.ndarray], dict[str, list[Annotation]]]] = []
-    if held_out:
-        scored.append((f"{len(held_out)} held-out frames of {args.frames}", {s: frames[s] for s in held_out}, gt))
-    if args.score:
-        score_files, score_gt = frame_files(args.score)
-        scored.append((f"{len(score_files)} frames of {args.score}", {s: read_frame(p) for s, p in score_files.items()}, score_gt))
+        raise ConfigError(f"{', '.join(map(str, folders))}: no candidate of the --subset {subset} frames matches a sign in gt.txt")
+    ranker = Ranker(fit(data, cfg, l2), tuple(fitted))
+    record: dict[str, Any] = {"features": list(FEATURES), "weights": {k: list(v) for k, v in ranker.weights.items()},
+                              "fitted_on": fitted, "subset": subset, "candidates": int(sum(len(p) for _, p in data)),
+                              "positives": n_pos, "l2": l2}
+    if score:
+        score_files, score_gt = frame_files(score)
+        scored.append((f"{len(score_files)} frames of {score}", {s: read_frame(p) for s, p in score_files.items()}, score_gt))
     for where, held, truth in scored:
         for name, r in (("fitted ranking", ranker), ("fill-ratio ranking", Ranker())):
             rec, per_frame = proposal_recall(held, truth, cfg, r)
             record.setdefault("held_out", {}).setdefault(where, {})[name] = {"recall": rec, "proposals_per_frame": per_frame}
             print(f"{name:<18} on {where}: proposal recall {rec:.3f} at {per_frame:.1f} proposals/frame")
-    write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
-    print(f"fitted {len(ranker.weights)} cues on {len(fit_on)} frames ({record['candidates']} candidates, {n_pos} on signs) -> {args.out}")
+    return record
+
+
+@cli_errors("python -m train.frames.ranker")
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    record = fit_ranker(args.frames, args.subset, args.l2, args.score, progress=not args.quiet)
+    out = RANKER_FILE if args.packaged else args.out
+    write_text_atomic(ensure_writable_dir(out.parent) / out.name, json.dumps(record, indent=2) + "\n")
+    frames = sum(len(f["frames"]) for f in record["fitted_on"])
+    print(f"fitted {len(record['weights'])} cues on {frames} frames ({record['candidates']} candidates, "
+          f"{record['positives']} on signs) -> {out}")
     return 0
 
 

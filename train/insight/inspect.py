@@ -1,7 +1,7 @@
 """Look at a dataset before training on it: balance, sizes, brightness, tracks, and duplicates across splits.
 
-    python -m train.inspect --data ../shared/data/gtsrb
-    python -m train.inspect --data data/GTSRB --out reports/gtsrb --val-fraction 0.1 --seed 0
+    python -m train.insight.inspect --data data/GTSRB
+    python -m train.insight.inspect --data data/GTSRB --out reports/gtsrb --val-fraction 0.1 --seed 0
 
 Writes OUT/summary.md with a per-class table and OUT/*.png: class balance per split (train, the
 validation tracks training would hold out, and test where the dataset has one), original image and
@@ -262,21 +262,21 @@ def inspect(data: Path, out: Path, fmt: str = "auto", val_fraction: float = 0.1,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.inspect", formatter_class=HelpFormatter,
+        prog="python -m train.insight.inspect", formatter_class=HelpFormatter,
         description="Class balance, sizes, brightness, tracks and cross-split duplicates of a dataset, as PNGs and Markdown.",
-        epilog="examples:\n  python -m train.inspect --data ../shared/data/gtsrb\n"
-               "  python -m train.inspect --data data/GTSRB --out reports/gtsrb --val-fraction 0.1 --seed 0",
+        epilog="examples:\n  python -m train.insight.inspect --data data/GTSRB\n"
+               "  python -m train.insight.inspect --data data/GTSRB --out reports/gtsrb --val-fraction 0.1 --seed 0",
     )
     p.add_argument("--data", type=Path, required=True, help="dataset folder, zip or pickle")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS))
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS), help="the dataset's layout")
     p.add_argument("--out", type=Path, default=None, help="folder for the summary and pictures (default: reports/inspect-NAME)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="the validation share training would hold out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="which tracks are held out (as python -m train --seed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-@cli_errors("python -m train.inspect")
+@cli_errors("python -m train.insight.inspect")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

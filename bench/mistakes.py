@@ -1,7 +1,7 @@
 """Where a model errs: a per-image CSV, galleries, per-class accuracy, confidence, and which classes get confused.
 
 What notebook A dumped as files and notebook B looked at as per-class average probability vectors,
-for any model's probabilities on a labelled split: ``train.evaluate`` (Keras) and ``bench.report``
+for any model's probabilities on a labelled split: ``bench.evaluate`` (Keras) and ``bench.report``
 (each build) both write it.
 """
 

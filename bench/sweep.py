@@ -1,13 +1,13 @@
 """A study of training configurations: every candidate x seed trained, exported to int8, measured, tabulated.
 
-    python -m train.sweep --data ../shared/data/gtsrb --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0
-    python -m train.sweep --out runs/sweep-proxy --table            # the table and plot of what has finished
+    python -m bench.sweep --data data/GTSRB --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0
+    python -m bench.sweep --out runs/sweep-proxy --table            # the table and plot of what has finished
 
 The plan is JSON: ``{"common": [flags for every run], "candidates": {"name": [its flags], ...},
 "export": [flags]}`` with ``python -m train`` flags (and ``python -m export.tflite`` flags for the export). Each candidate x seed is trained into OUT/NAME/sSEED (``--seed`` set, the
 held-out tracks fixed by the plan's ``--split-seed``), exported (``python -m export.tflite --int8``),
 and measured (``--measure``): dev-test accuracy of the float model and the int8 build through the
-runtime, per-class recall, accuracy under the degradations real frames bring (``train.degrade``),
+runtime, per-class recall, accuracy under the degradations real frames bring (``bench.degrade``),
 MACs and parameters, int8 size and ms per ROI. Every step is skipped when its output exists and a
 killed training is resumed, so the same command picks a study up where it stopped; ``--jobs N``
 runs N candidates side by side. OUT/sweep.{md,csv,json} and sweep.png/.svg (the Pareto view) hold the
@@ -21,7 +21,6 @@ import csv
 import json
 import subprocess
 import sys
-import timeit
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from runtime.classifier import ms_per_roi
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
@@ -81,27 +81,18 @@ def run_one(data: Path, folder: Path, seed: int, flags: list[str], epochs: int |
             cmd += ["--epochs", str(epochs)] if epochs else []
         _run(cmd, log, resume=resume)
     if not (folder / "model_int8.tflite").is_file():
-        _run([py, "-m", "export.tflite", "--int8", "--model", str(folder), *export_flags], log)
+        _run([py, "-m", "export.tflite", "--int8", "--run", str(folder), *export_flags], log)
     if not (folder / "study.json").is_file():
-        _run([py, "-m", "train.sweep", "--measure", str(folder)], log)
+        _run([py, "-m", "bench.sweep", "--measure", str(folder)], log)
     return dict(json.loads((folder / "study.json").read_text()))
-
-
-def ms_per_roi(path: Path, x: np.ndarray, number: int = 300) -> float:
-    """Median of five timeit runs of one ROI through the int8 build, one thread (the stdlib times it)."""
-    from runtime.classifier import Classifier
-
-    clf = Classifier.from_build(path, threads=1)
-    clf.predict_proba(x)
-    return 1000 * float(np.median(timeit.Timer(lambda: clf.predict_proba(x)).repeat(repeat=5, number=number))) / number
 
 
 def measure(folder: Path) -> dict[str, Any]:
     """Everything the table needs of one finished run, on its dev-test split."""
+    from bench.degrade import DEGRADATIONS
     from runtime.classifier import Classifier
     from runtime.metrics import classification_report
     from runtime.preprocess import to_model_input
-    from train.degrade import DEGRADATIONS
     from train.models import count_macs
     from train.runs import Run
 
@@ -220,15 +211,15 @@ def collect(out: Path) -> dict[str, list[dict[str, Any]]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.sweep", formatter_class=HelpFormatter,
+        prog="python -m bench.sweep", formatter_class=HelpFormatter,
         description="Train, export and measure a grid of candidates x seeds (resumable), and tabulate them.",
-        epilog="examples:\n  python -m train.sweep --data ../shared/data/gtsrb --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0\n"
-               "  python -m train.sweep --out runs/sweep-proxy --table",
+        epilog="examples:\n  python -m bench.sweep --data data/GTSRB --plan docs/sweep_proxy.json --out runs/sweep-proxy --seeds 0\n"
+               "  python -m bench.sweep --out runs/sweep-proxy --table",
     )
     p.add_argument("--data", type=Path, default=None, help="the dataset every candidate trains on")
     p.add_argument("--plan", type=Path, default=None, help="JSON: common flags and each candidate's flags")
     p.add_argument("--out", type=Path, default=None, help="the study's folder")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every candidate")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every run (short proxy runs; default: the plan's)")
     p.add_argument("--jobs", type=int, default=1, help="candidates trained side by side")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these candidates of the plan")
@@ -237,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_errors("python -m train.sweep")
+@cli_errors("python -m bench.sweep")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -266,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarise(collect(out))
     if not rows:
         raise ConfigError(f"{out} holds no finished runs yet")
-    command = "python -m train.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
     table = write_table(out, rows, command)
     plot(out, rows)
     print(table.read_text())

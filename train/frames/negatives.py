@@ -1,7 +1,7 @@
 """Mine "not a sign" crops from road frames, for a background class the classifier can answer with.
 
-    python -m train.negatives --frames ../shared/data/gtsdb-train --out data/negatives
-    python -m train --data ../shared/data/gtsrb --background data/negatives
+    python -m train.frames.negatives --frames data/GTSDB/train --out runs/negatives
+    python -m train --data data/GTSRB --background runs/negatives
 
 Crops come from a wide pool of built-in proposals (the hard negatives the runtime will meet, not
 only the most sign-like) and from random boxes of sign size, all with IoU < 0.1 to every annotated
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime.annotations import annotations_fingerprint, frame_files, read_frame, select_frames
+from runtime.annotations import fitted_on, frame_files, frames_fitted, read_frame, select_frames
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
@@ -77,72 +77,86 @@ def pick_negatives(frame: np.ndarray, signs: list, count: int, rng: np.random.Ge
     return chosen
 
 
-def mine(frames_dir: Path, out: Path, *, subset: str = "all", per_frame: int = 150, margin: float = 0.1,
+def mine(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", per_frame: int = 150, margin: float = 0.1,
          seed: int = 0, progress: bool = True, ranker: Ranker | None = None, sign_maps: Sequence[Path] = ()) -> dict:
-    """Write negative crops of the chosen frames to ``out``; return the manifest.
+    """Write negative crops of the chosen frames of every folder to ``out``; return the manifest.
 
     With ``sign_maps``, each frame is mined with the first map that was not fitted on it (a map
     makes fewer and other false boxes on its own frames than on new ones: fit one map on the even
     frames and one on the odd, and each frame gets the boxes of the map that never saw it), or,
-    where every map saw the frame, with the first map."""
-    files, gt = frame_files(frames_dir)
-    stems = select_frames(sorted(files), subset)
-    if not stems:
-        raise ConfigError(f"{frames_dir}: no frames for --subset {subset}")
+    where every map saw the frame, with the first map.
+
+    Raises:
+        ConfigError: a folder without frames in ``subset``, or two folders holding frames of one name.
+    """
+    chosen = []
+    for folder in frames_dirs:
+        files, gt = frame_files(folder)
+        stems = select_frames(sorted(files), subset)
+        if not stems:
+            raise ConfigError(f"{folder}: no frames for --subset {subset}")
+        chosen.append((Path(folder), files, gt, stems))
+    names = [s for *_, stems in chosen for s in stems]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"two --frames folders hold frames of the same name ({', '.join(map(str, frames_dirs))}); a crop is "
+                          f"named by its frame, so mine them into separate --out folders")
     out = ensure_writable_dir(out)
     rng = np.random.default_rng(seed)
     maps = [SignMap(p) for p in sign_maps]
-    gt_sha = annotations_fingerprint(frames_dir)
-    seen = [set(m.fitted_on[0]) if m.fitted_on[1] == gt_sha else set() for m in maps]
     crops: list[dict] = []
-    for stem in tqdm(stems, desc="mining negatives", unit="frame", disable=not progress, file=sys.stderr):
-        frame = read_frame(files[stem])
-        h, w = frame.shape[:2]
-        signs = [a.box for a in gt.get(stem, [])]
-        unseen = [i for i, frames in enumerate(seen) if stem not in frames]
-        pick = (unseen or [0])[0] if maps else None
-        candidates = pick_negatives(frame, signs, per_frame, rng, ranker, sign_map=maps[pick] if pick is not None else None)
-        for k, box in enumerate(candidates):
-            x1, y1, x2, y2 = expand_box(box, margin, w, h)
-            name = f"{stem}_{k:03d}.png"
-            cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
-            crops.append({"file": name, "frame": stem, "box": list(box), "sign_map": pick})
-    manifest = {"source": str(frames_dir.resolve()), "gt_sha256": gt_sha, "subset": subset,
-                "frames": stems, "count": len(crops), "crops": crops, "margin": margin,
-                "sign_maps": [str(Path(p).resolve()) for p in sign_maps], "note": "frames listed here trained the background class: do not score on them"}
+    for folder, files, gt, stems in chosen:
+        seen = [frames_fitted(m.fitted_on, folder) for m in maps]
+        for stem in tqdm(stems, desc=f"mining negatives in {folder.name}", unit="frame", disable=not progress, file=sys.stderr):
+            frame = read_frame(files[stem])
+            h, w = frame.shape[:2]
+            signs = [a.box for a in gt.get(stem, [])]
+            unseen = [i for i, frames in enumerate(seen) if stem not in frames]
+            pick = (unseen or [0])[0] if maps else None
+            candidates = pick_negatives(frame, signs, per_frame, rng, ranker, sign_map=maps[pick] if pick is not None else None)
+            for k, box in enumerate(candidates):
+                x1, y1, x2, y2 = expand_box(box, margin, w, h)
+                name = f"{stem}_{k:03d}.png"
+                cv2.imwrite(str(out / name), frame[y1:y2, x1:x2])
+                crops.append({"file": name, "frame": stem, "box": list(box), "sign_map": pick})
+    manifest = {"fitted_on": [fitted_on(folder, stems) for folder, _, _, stems in chosen],
+                "sources": [str(folder.resolve()) for folder, *_ in chosen], "subset": subset,
+                "count": len(crops), "crops": crops, "margin": margin,
+                "sign_maps": [str(Path(p).resolve()) for p in sign_maps],
+                "note": "the frames of fitted_on trained the background class: do not score on them"}
     write_text_atomic(out / "negatives.json", json.dumps(manifest, indent=2))
     return manifest
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.negatives", formatter_class=HelpFormatter,
+        prog="python -m train.frames.negatives", formatter_class=HelpFormatter,
         description="Mine not-a-sign crops from annotated road frames for a background class.",
-        epilog="examples:\n  python -m train.negatives --frames ../shared/data/gtsdb-train --out data/negatives\n"
-               "  python -m train --data ../shared/data/gtsrb --background data/negatives",
+        epilog="examples:\n  python -m train.frames.negatives --frames data/GTSDB/train --out runs/negatives\n"
+               "  python -m train.frames.negatives --frames data/GTSDB/train --subset even --per-frame 150 --out runs/neg-even",
     )
-    p.add_argument("--frames", type=Path, required=True, help="GTSDB-layout folder: frames + gt.txt")
-    p.add_argument("--out", type=Path, default=Path("data/negatives"), help="folder for the crops")
+    p.add_argument("--frames", type=Path, nargs="+", required=True, help="folders of frames + gt.txt")
+    p.add_argument("--out", type=Path, default=Path("runs/negatives"), help="folder for the crops")
     p.add_argument("--subset", default="all", choices=("even", "odd", "all"),
-                   help="which frames of --frames to mine (with one folder only: keep the others to evaluate on)")
+                   help="which frames of each folder to mine (keep the others to evaluate on)")
     p.add_argument("--per-frame", type=int, default=150, help="crops per frame at most")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which random boxes are drawn")
     p.add_argument("--ranker", type=Path, default=None,
-                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+                   help="proposal ranker JSON (python -m train.frames.ranker --out); default: the runtime's own")
     p.add_argument("--sign-map", type=Path, nargs="+", default=[], metavar="MAP",
-                   help="learned proposal sources (python -m train.sign_map): their sign-free boxes are mined first, "
+                   help="learned proposal sources (python -m train.frames.sign_map): their sign-free boxes are mined first, "
                         "each frame with the first map not fitted on it (crops' \"sign_map\": its index)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-@cli_errors("python -m train.negatives")
+@cli_errors("python -m train.frames.negatives")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ranker = Ranker.load(args.ranker) if args.ranker else None
     m = mine(args.frames, args.out, subset=args.subset, per_frame=args.per_frame, seed=args.seed, progress=not args.quiet,
              ranker=ranker, sign_maps=args.sign_map)
-    print(f"{m['count']} negative crops from {len(m['frames'])} frames -> {args.out} (train with --background {args.out})")
+    frames = sum(len(f["frames"]) for f in m["fitted_on"])
+    print(f"{m['count']} negative crops from {frames} frames -> {args.out} (train with --background {args.out})")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Evaluate a trained model: accuracy, per-class precision/recall/F1, and where it errs, in pictures.
 
-    python -m train.evaluate --model runs/edge-default --split val
-    python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --dump-errors errors/
+    python -m bench.evaluate --run runs/quickstart --split val test --skip-missing
+    python -m bench.evaluate --run runs/quickstart --data data/GTSRB --split test --dump-errors errors/
 
-Writes OUT/report.json, confusion.png, predictions.csv (one row per image: file, truth, prediction,
+Writes, for each split, OUT/eval-SPLIT/report.json, confusion.png, predictions.csv (one row per image: file, truth, prediction,
 score, top 3), gallery_errors.png (the surest errors), gallery_random.png (right in green, wrong in
 red), class_accuracy.png, confidence.png (top probability of right vs wrong predictions) and
 mean_probabilities.png (each class's average probability vector: which classes it is confused with).
@@ -20,7 +20,7 @@ from typing import Any
 
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
-from runtime.errors import ConfigError, cli_errors
+from runtime.errors import ConfigError, DatasetFormatError, cli_errors
 from runtime.metrics import classification_report
 from runtime.preprocess import to_model_input
 from train.data.formats import FORMATS
@@ -29,7 +29,8 @@ from train.runs import Run
 
 def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = "auto",
              out: Path | None = None, errors_dir: Path | None = None) -> dict[str, Any]:
-    """Score ``run`` on ``split`` of ``data`` (default: its training data); write the report and pictures under ``out``."""
+    """Score ``run`` on ``split`` of ``data`` (default: its training data); write the report and pictures under ``out``
+    (default: RUN/eval-SPLIT)."""
     ds = run.split(split, data, fmt, progress=True)
     # A test set has no "not a sign" images: a model with a background class has one class more.
     extra = 1 if run.background_class is not None and ds.num_classes == run.num_classes - 1 else 0
@@ -52,7 +53,7 @@ def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = 
     plot_confusion(report.confusion, names, out / "confusion.png",
                    f"{split}: accuracy {report.accuracy:.4f} on {len(ds)} images")
     result["confusion_png"] = str(out / "confusion.png")
-    from train.insight import dump_errors, error_analysis
+    from bench.mistakes import dump_errors, error_analysis
 
     files = list(ds.files) if ds.files is not None else None
     result["pictures"] = {k: str(v) for k, v in error_analysis(probs, ds.labels, ds.images, files, names, out, split).items()}
@@ -80,29 +81,46 @@ def format_table(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.evaluate", description="Score a trained model on its validation split or a test set.",
+        prog="python -m bench.evaluate", description="Evaluate a trained run on a labelled split.\n\n"
+        "Accuracy, per-class precision/recall/F1, and where it errs, in pictures.",
         formatter_class=HelpFormatter,
-        epilog="examples:\n  python -m train.evaluate --model runs/edge-default --split val\n"
-               "  python -m train.evaluate --model runs/edge-default --data data/GTSRB --split test --dump-errors errors/",
+        epilog="examples:\n  python -m bench.evaluate --run runs/quickstart --split val test --skip-missing\n"
+               "  python -m bench.evaluate --run runs/quickstart --data data/GTSRB --split test --dump-errors errors/",
     )
-    p.add_argument("--model", type=Path, required=True, help="training run folder (model.keras + metadata.json)")
+    p.add_argument("--run", type=Path, required=True, help="training run folder (model.keras + metadata.json)")
     p.add_argument("--data", type=Path, default=None, help="dataset folder, zip or pickle (default: the data the run was trained on)")
-    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS))
-    p.add_argument("--split", default="val", choices=("val", "dev-test", "test"),
+    p.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS), help="the dataset's layout")
+    p.add_argument("--split", nargs="+", default=["val"], choices=("val", "dev-test", "test"),
                    help="val: the run's own held-out tracks; dev-test: the tracks it held out to report on "
                         "(--devtest-fraction); test: the dataset's test subset")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: MODEL/eval-SPLIT)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out a split the data does not have (said in one line) instead of stopping there")
+    p.add_argument("--out", type=Path, default=None, help="folder for the eval-SPLIT report folders (default: the run)")
     p.add_argument("--dump-errors", type=Path, default=None, metavar="DIR",
                    help="write every wrong crop as <image>__<truth>__as__<prediction>.png")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
     return p
 
 
-@cli_errors("python -m train.evaluate")
+@cli_errors("python -m bench.evaluate")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = evaluate(Run.open(args.model), args.data, args.split, args.fmt, args.out, args.dump_errors)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    run = Run.open(args.run)
+    results = []
+    for split in dict.fromkeys(args.split):
+        out = (args.out or run.path) / f"eval-{split}"
+        try:
+            result = evaluate(run, args.data, split, args.fmt, out, args.dump_errors)
+        except DatasetFormatError as err:
+            if not args.skip_missing:
+                raise
+            print(f"{split}: not evaluated, the data has no such split ({str(err).splitlines()[0][:120]})", file=sys.stderr)
+            continue
+        results.append(result)
+        if not args.json:
+            print(format_table(result))
+    if args.json:
+        print(json.dumps(results[0] if len(args.split) == 1 and results else results, indent=2))
     return 0
 
 

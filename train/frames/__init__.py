@@ -1,0 +1,1 @@
+"""Fitting the frame pipeline on annotated road frames: the proposal ranking, "not a sign" crops, the sign map."""
