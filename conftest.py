@@ -9,6 +9,6 @@ pytest_plugins = ["tests.fixtures"]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("signkit", "signkit benchmarks and parity")
-    group.addoption("--artifacts", default=None, help="a training run folder with its builds ($SIGNKIT_BENCH_MODEL)")
+    group.addoption("--run", default=None, help="a training run folder with its builds ($SIGNKIT_BENCH_RUN)")
     group.addoption("--data", default=None, help="the run's dataset, for accuracy parity on real data (default: its own)")
     group.addoption("--split", default="val", choices=("val", "test"), help="evaluation split for parity")

@@ -42,8 +42,8 @@ if [ -n "${GTSDB_DIR:-}" ]; then
   # "not a sign" crops: 30 a frame of a fitting set like gtsdb-train (300 frames), 150 a frame of 30 even frames
   if [ -n "${GTSDB_TRAIN_DIR:-}" ]; then FIT=("$GTSDB_TRAIN_DIR" --subset all); PER=30; else FIT=("$GTSDB_DIR" --subset even); PER=150; fi
   mkdir -p "$RUN"
-  $PYBIN -m train.proposals --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
-  $PYBIN -m train.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" --out "$RUN/negatives"
+  $PYBIN -m train.frames.ranker --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
+  $PYBIN -m train.frames.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" --out "$RUN/negatives"
   # the frame model stays edge without CLAHE: edge-xs + CLAHE, trained the same way, let 65 background boxes
   # through on held-out gtsdb-train frames against edge's 4 (F1 0.627 against 0.927), edge-xs alone 9 (F1 0.880;
   # docs/results.md, the 10:32 rule)
@@ -52,17 +52,15 @@ if [ -n "${GTSDB_DIR:-}" ]; then
 else
   train_model --data "$DATA" --out "$RUN" "$@"
 fi
-$PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split val
-if $PYBIN -m train.data.has_subset "$DATA" test; then
-  $PYBIN -m train.evaluate --model "$RUN" --data "$DATA" --split test
-fi
-$PYBIN -m export.all --model "$RUN"
+$PYBIN -m bench.evaluate --run "$RUN" --data "$DATA" --split val test --skip-missing
+$PYBIN -m export.all --run "$RUN"
 if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives or the map are left out by bench.gtsdb itself
   MAP=()
   if [ "${SIGN_MAP:-1}" != 0 ]; then
     # a learned proposal source with GTSRB signs pasted into its training crops (docs/results.md: with this recipe's
     # model on gtsdb, proposal recall 0.857 -> 0.912 and F1 0.864 -> 0.873 for the default 5000-step map)
-    if $PYBIN -m train.sign_map --frames "${FIT[@]}" --paste "$DATA" --out "$RUN/sign-map" --quiet; then
+    if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --out "$RUN/sign-map" --quiet \
+        && $PYBIN -m export.sign_map --map "$RUN/sign-map"; then
       MAP=(--sign-map "$RUN/sign-map/sign_map_int8.tflite")
     else
       echo "run.sh: no sign map (the error above); the frame pipeline is scored with the colour cues alone" >&2

@@ -1,10 +1,10 @@
 """Benchmark fixtures: the builds to time and realistic inputs for them (options: the root conftest.py).
 
     pytest bench/ --benchmark-only                          # a tiny fixture model, trained and exported here
-    pytest bench/ --benchmark-only --artifacts runs/edge-default --data ../shared/data/gtsrb
-    SIGNKIT_BENCH_MODEL=runs/edge-default pytest bench/ --benchmark-only --benchmark-json=before.json
+    pytest bench/ --benchmark-only --run runs/quickstart --data data/GTSRB
+    SIGNKIT_BENCH_RUN=runs/quickstart pytest bench/ --benchmark-only --benchmark-json=before.json
 
-Builds come from ``--artifacts RUN`` (or $SIGNKIT_BENCH_MODEL); without either, a session fixture
+Builds come from ``--run RUN`` (or $SIGNKIT_BENCH_RUN); without either, a session fixture
 trains the default model (edge-xs) at the real size (32x32, 43 classes) on generated data for one epoch and
 exports every build once, so the command works on a fresh clone. Its latencies are those of the
 real architecture (time does not depend on the weights); its accuracy means nothing. A build
@@ -31,8 +31,8 @@ ALL_CORES = os.cpu_count() or 1
 THREADS = sorted({1, ALL_CORES})
 
 
-def artifacts_option(config: pytest.Config) -> Path | None:
-    value = config.getoption("--artifacts", default=None) or os.environ.get("SIGNKIT_BENCH_MODEL")
+def run_option(config: pytest.Config) -> Path | None:
+    value = config.getoption("--run", default=None) or os.environ.get("SIGNKIT_BENCH_RUN")
     return Path(value) if value else None
 
 
@@ -64,17 +64,17 @@ def _latency_twin(root: Path) -> Path:
     assert train_main(["--data", str(data), "--epochs", "1", "--batch-size", "32", "--val-fraction", "0.34",
                        "--out", str(run), "--quiet"]) == 0
     # Latency does not depend on the weights, so the gate is not run: this model's accuracy is chance.
-    assert export_all.main(["--model", str(run), "--calib-samples", "100", "--no-verify"]) == 0
+    assert export_all.main(["--run", str(run), "--calib-samples", "100", "--no-verify"]) == 0
     return run
 
 
 @pytest.fixture(scope="session")
 def bench_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder whose builds are timed."""
-    given = artifacts_option(request.config)
+    given = run_option(request.config)
     if given is not None:
         if not given.is_dir():
-            pytest.exit(f"--artifacts {given} is not a folder; pass a training run with its builds", returncode=4)
+            pytest.exit(f"--run {given} is not a folder; pass a training run with its builds", returncode=4)
         return given
     return _latency_twin(tmp_path_factory.mktemp("latency_twin"))
 
@@ -87,7 +87,7 @@ def build_spec(request: pytest.FixtureRequest) -> BuildSpec:
 def open_build(folder: Path, spec: BuildSpec, threads: int) -> Classifier:
     path = build_file(folder, spec)
     if not path.is_file():
-        pytest.skip(f"{spec.name} was not exported in {folder} (python -m export.all --model {folder})")
+        pytest.skip(f"{spec.name} was not exported in {folder} (python -m export.all --run {folder})")
     try:
         return Classifier.from_build(path, threads=threads)
     except BackendUnavailableError as err:

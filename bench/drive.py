@@ -1,6 +1,6 @@
 """A "driving toward" video made from separate road frames, and the camera demo's output scored against it.
 
-    python -m bench.drive --data ../shared/data/gtsdb --out drive.mp4
+    python -m bench.drive --data data/GTSDB/gtsdb --out drive.mp4
     python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl
     python -m bench.drive --score out.jsonl --gt drive_gt.jsonl
 
@@ -196,14 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.drive", formatter_class=HelpFormatter,
         description="Make a driving-toward video from GTSDB-layout frames, or score a camera-demo JSONL against it.",
-        epilog="examples:\n  python -m bench.drive --data ../shared/data/gtsdb --out drive.mp4\n"
+        epilog="examples:\n  python -m bench.drive --data data/GTSDB/gtsdb --out drive.mp4\n"
                "  python -m bench.drive --score out.jsonl --gt drive_gt.jsonl",
     )
     make = p.add_argument_group("make a video")
-    make.add_argument("--data", type=Path, help="GTSDB-layout folder: frames + gt.txt")
+    make.add_argument("--frames", type=Path, help="GTSDB-layout folder: frames + gt.txt")
     make.add_argument("--out", type=Path, help="video to write (.mp4, .avi, or .mkv: lossless); its ground truth goes "
                                                "beside it as OUT_gt.jsonl")
-    make.add_argument("--limit", type=int, default=None, help="use only the first N source frames")
+    make.add_argument("--max-frames", type=int, default=None, help="use only the first N source frames")
     make.add_argument("--steps", type=int, default=DriveSpec.steps, help="video frames per source frame")
     make.add_argument("--zoom", type=float, default=DriveSpec.zoom, help="scale reached at a clip's last frame")
     make.add_argument("--toward", type=float, nargs=2, default=DriveSpec.toward, metavar=("X", "Y"),
@@ -214,13 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--exposure", type=float, default=DriveSpec.exposure, help="per-frame brightness factor 1 +- this")
     make.add_argument("--blur", type=int, default=DriveSpec.blur, help="per-frame horizontal motion blur up to this many px")
     make.add_argument("--noise", type=float, default=DriveSpec.noise, help="sensor noise, grey levels (standard deviation)")
-    make.add_argument("--seed", type=int, default=DriveSpec.seed)
+    make.add_argument("--seed", type=int, default=DriveSpec.seed, help="exposure, blur and noise draws")
     score = p.add_argument_group("score a demo run")
     score.add_argument("--score", type=Path, help="JSONL written by python -m camera_demo --jsonl")
     score.add_argument("--gt", type=Path, help="ground truth written with the video (OUT_gt.jsonl)")
     score.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -240,16 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"recall {r['recall']:.3f} F1 {r['f1']:.3f}; label flips {r['label_flips']} "
                   f"({r['flips_per_track']:.2f} per detected sign, {r['tracks_detected']} detected)")
         return 0
-    if not (args.data and args.out):
-        parser.error("give --data FRAMES --out VIDEO to make a video, or --score OUT.jsonl --gt DRIVE_gt.jsonl to score")
-    if args.steps < 1 or args.zoom < 1 or not 0 < args.visible <= 1 or (args.limit is not None and args.limit < 1):
-        parser.error("--steps and --limit must be at least 1, --zoom at least 1, --visible in (0, 1]")
+    if not (args.frames and args.out):
+        parser.error("give --frames DIR --out VIDEO to make a video, or --score OUT.jsonl --gt DRIVE_gt.jsonl to score")
+    if args.steps < 1 or args.zoom < 1 or not 0 < args.visible <= 1 or (args.max_frames is not None and args.max_frames < 1):
+        parser.error("--steps and --max-frames must be at least 1, --zoom at least 1, --visible in (0, 1]")
     if args.exposure < 0 or args.blur < 1 or args.noise < 0:
         parser.error("--exposure and --noise must be at least 0, --blur at least 1")
     gt_out = args.out.with_name(args.out.stem + "_gt.jsonl")
     spec = DriveSpec(args.steps, args.zoom, tuple(args.toward), args.fps, args.visible, args.exposure, args.blur, args.noise,
                      args.seed)
-    info = make_drive(args.data, args.out, gt_out, spec, progress=not args.quiet, limit=args.limit)
+    info = make_drive(args.frames, args.out, gt_out, spec, progress=not args.quiet, limit=args.max_frames)
     print(json.dumps(info, indent=2) if args.json else
           f"{info['frames']} frames ({info['source_frames']} source frames x {args.steps}) -> {args.out}; ground truth {gt_out}")
     return 0

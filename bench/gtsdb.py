@@ -1,6 +1,6 @@
 """Run the whole frame pipeline over GTSDB-layout frames and score it.
 
-    python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb
+    python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --data data/GTSDB/gtsdb
     python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
 
 Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -36,16 +36,17 @@ import cv2
 import numpy as np
 
 from bench.matching import match_pairs
-from runtime.annotations import Annotation, annotations_fingerprint, frame_files, read_frame, select_frames
+from runtime.annotations import Annotation, frame_files, frames_fitted, read_frame, select_frames
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Prediction
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
-from runtime.pipeline import FramePipeline, ProposalsAhead, split_cores
+from runtime.pipeline import FrameCost, FramePipeline, FrameResult, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, iou_matrix
 from runtime.sign_map import SignMap
+from runtime.stream import Frame, FrameStream, StreamOptions
 
 
 @dataclass
@@ -69,6 +70,7 @@ class PipelineScore:
     threshold: float = 0.0  # the build's unknown threshold (or --threshold)
     overlap: bool = False  # proposals of the next frame ran while this one was classified (ProposalsAhead)
     second_look: bool = True  # each detection was checked again (FramePipeline.look_again)
+    cost: dict[str, float] = field(default_factory=dict)  # a frame's mean cost (mean_cost)
 
     @property
     def fps(self) -> float:
@@ -78,18 +80,17 @@ class PipelineScore:
 def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None, sign_map: SignMap | None = None) -> set[str]:
     """Frames of ``folder`` that trained the build's background class, ``ranker`` (None: no proposals scored) or ``sign_map``.
 
-    Frame sets are told apart by the SHA-256 of their gt.txt; a build that predates it is matched by
-    frame name alone (the careful side: it may leave out frames it need not)."""
-    here = annotations_fingerprint(folder)
-    trained: set[str] = set()
-    if meta.get("background_frames_gt_sha256") in (None, here):
-        trained |= set(meta.get("background_frames") or [])
-    if ranker is not None and ranker.fitted_gt_sha256 == here:
-        trained |= set(ranker.fitted_on)
+    Frame sets are told apart by the SHA-256 of their gt.txt; a build whose background frames carry no checksum is
+    matched by frame name alone (the careful side: it may leave out frames it need not)."""
+    records = list(meta.get("background_fitted_on") or [])
+    if "background_frames" in meta:  # one folder, recorded as its stems and one checksum
+        records.append({"gt_sha256": meta.get("background_frames_gt_sha256"), "frames": meta["background_frames"]})
+    trained = {s for r in records if r.get("gt_sha256") is None for s in r.get("frames") or ()}
+    trained |= frames_fitted(records, folder)
+    if ranker is not None:
+        trained |= frames_fitted(ranker.fitted_on, folder)
     if sign_map is not None:
-        frames, gt_sha = sign_map.fitted_on
-        if gt_sha == here:
-            trained |= set(frames)
+        trained |= frames_fitted(sign_map.fitted_on, folder)
     return trained
 
 
@@ -105,6 +106,23 @@ def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: floa
                            [a.class_id for a in truth], iou))
 
 
+def _results(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], proposals: str,
+             overlap: bool) -> Iterator[tuple[str, FrameResult, float]]:
+    """Each frame's result and the milliseconds it took: the built-in proposals through the runtime's frame stream (as
+    the camera demo runs them), the "gt" boxes classified as given."""
+    if proposals == "gt":
+        for stem, frame in frames:
+            result = pipe.run(frame, [a.box for a in gt.get(stem, [])])
+            yield stem, result, result.ms.total
+        return
+    stream = FrameStream(pipe, StreamOptions(overlap=overlap))
+    last = time.perf_counter()
+    for out in stream.run(Frame(image, index=i, name=stem) for i, (stem, image) in enumerate(frames)):
+        now = time.perf_counter()
+        yield out.frame.name, out.result, 1000.0 * (now - last) if overlap else out.result.ms.total
+        last = now
+
+
 def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]],
                    proposals: str, iou: float = 0.5, overlap: bool = False) -> PipelineScore:
     """One pass of the pipeline over the frames: "builtin" proposals, or the "gt" boxes classified as given.
@@ -114,44 +132,35 @@ def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt
     overlap = overlap and proposals == "builtin"
     tp = n_det = n_gt = covered = n_props = top1_right = 0
     stages: dict[str, list[float]] = {}
-    ahead = ProposalsAhead(pipe) if overlap else None
-    try:
-        if ahead is not None and frames:
-            ahead.submit(0, frames[0][1])
-        last = time.perf_counter()
-        for i, (stem, frame) in enumerate(frames):
-            truth = gt.get(stem, [])
-            if ahead is not None:
-                if i + 1 < len(frames):
-                    ahead.submit(i + 1, frames[i + 1][1])
-                result = pipe.run(frame, proposed=ahead.take(i))
-            else:
-                result = pipe.run(frame, [a.box for a in truth] if proposals == "gt" else None)
-            now = time.perf_counter()
-            ms = result.ms.to_dict()
-            if ahead is not None:
-                ms["total"] = 1000.0 * (now - last)
-            last = now
-            for k, v in ms.items():
-                stages.setdefault(k, []).append(v)
-            dets = [(d.box, d.prediction) for d in result.detections]
-            tp += match(dets, truth, iou)
-            n_det += len(dets)
-            n_gt += len(truth)
-            kept = [d.box for d in result.classified if d is not None]
-            n_props += len(kept)
-            if truth and kept:
-                covered += int((iou_matrix([a.box for a in truth], kept).max(axis=1) >= iou).sum())
-            if proposals == "gt":  # classified[i] is the i-th annotation's box (None if it had no area in the frame)
-                top1_right += sum(d is not None and d.prediction.top_k[0][0] == a.class_id
-                                  for d, a in zip(result.classified, truth))
-    finally:
-        if ahead is not None:
-            ahead.close()
+    costs: list[FrameCost] = []
+    for stem, result, total in _results(pipe, frames, gt, proposals, overlap):
+        truth = gt.get(stem, [])
+        for k, v in {**result.ms.to_dict(), "total": total}.items():
+            stages.setdefault(k, []).append(v)
+        costs.append(result.cost)
+        dets = [(d.box, d.prediction) for d in result.detections]
+        tp += match(dets, truth, iou)
+        n_det += len(dets)
+        n_gt += len(truth)
+        kept = [d.box for d in result.classified if d is not None]
+        n_props += len(kept)
+        if truth and kept:
+            covered += int((iou_matrix([a.box for a in truth], kept).max(axis=1) >= iou).sum())
+        if proposals == "gt":  # classified[i] is the i-th annotation's box (None if it had no area in the frame)
+            top1_right += sum(d is not None and d.prediction.top_k[0][0] == a.class_id
+                              for d, a in zip(result.classified, truth))
     clf = pipe.classifier
     score = _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
                    {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path), clf.threshold)
-    return replace(score, overlap=overlap, second_look=pipe.second_look)
+    return replace(score, overlap=overlap, second_look=pipe.second_look, cost=mean_cost(costs))
+
+
+def mean_cost(costs: Sequence[FrameCost]) -> dict[str, float]:
+    """A frame's cost averaged over frames: crops, second-look crops, G MACs (the sign map's among them)."""
+    n = max(len(costs), 1)
+    return {"crops": sum(c.crops for c in costs) / n, "second_look_crops": sum(c.second_look_crops for c in costs) / n,
+            "gmacs": sum(c.macs for c in costs) / n / 1e9, "map_gmacs": sum(c.map_macs for c in costs) / n / 1e9,
+            "macs_known": float(all(c.macs_per_crop > 0 for c in costs))}
 
 
 def _score(proposals: str, threads: int, frames: int, signs: int, props: int, covered: int, tp: int, dets: int,
@@ -174,19 +183,23 @@ def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
                     round(sum(s.proposals_per_frame * s.frames for s in scores)), sum(s.signs_proposed for s in scores),
                     sum(s.true_positives for s in scores), sum(s.detections for s in scores),
                     sum(s.top1_right for s in scores), ms, "pooled")
-    return replace(pooled, overlap=scores[0].overlap, second_look=scores[0].second_look)
+    cost = {k: sum(s.cost.get(k, 0.0) * s.frames for s in scores) / max(n, 1) for k in scores[0].cost}
+    return replace(pooled, overlap=scores[0].overlap, second_look=scores[0].second_look, cost=cost)
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
-    lines = [(f"{'proposals':<13} {'thr':>3} {'props/fr':>8} {'prop rec':>8} {'prec':>6} {'recall':>6} {'F1':>6} {'top1':>6} "
-              f"{'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms post':>7} {'ms 2nd':>7} {'ms tot':>7} {'fps':>6}")]
+    lines = [(f"{'proposals':<13} {'thr':>3} {'props/fr':>8} {'crops/fr':>8} {'GMAC/fr':>7} {'prop rec':>8} {'prec':>6} "
+              f"{'recall':>6} {'F1':>6} {'top1':>6} {'ms prop':>7} {'ms crop':>7} {'ms inv':>7} {'ms post':>7} {'ms 2nd':>7} "
+              f"{'ms tot':>7} {'fps':>6}")]
     for s in scores:
         top1 = f"{s.top1_accuracy:6.3f}" if s.top1_accuracy is not None else f"{'-':>6}"
         kind = s.proposals + ("+ahead" if s.overlap else "")
-        lines.append(f"{kind:<13} {s.threads:>3} {s.proposals_per_frame:8.1f} {s.proposal_recall:8.3f} {s.precision:6.3f} "
-                     f"{s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} {s.ms['crop+preprocess']:7.2f} "
-                     f"{s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['second look']:7.2f} {s.ms['total']:7.2f} "
-                     f"{s.fps:6.1f}")
+        crops = s.cost.get("crops", 0.0) + s.cost.get("second_look_crops", 0.0)
+        gmacs = f"{s.cost['gmacs']:7.3f}" if s.cost.get("macs_known") else f"{'-':>7}"
+        lines.append(f"{kind:<13} {s.threads:>3} {s.proposals_per_frame:8.1f} {crops:8.1f} {gmacs} {s.proposal_recall:8.3f} "
+                     f"{s.precision:6.3f} {s.recall:6.3f} {s.f1:6.3f} {top1} {s.ms['proposals']:7.2f} "
+                     f"{s.ms['crop+preprocess']:7.2f} {s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['second look']:7.2f} "
+                     f"{s.ms['total']:7.2f} {s.fps:6.1f}")
     return "\n".join(lines)
 
 
@@ -194,32 +207,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.gtsdb", formatter_class=HelpFormatter,
         description="Score the frame pipeline (proposals -> crops -> build) on GTSDB-layout frames.",
-        epilog="examples:\n  python -m bench.gtsdb --build runs/edge-default/model_int8.tflite --data ../shared/data/gtsdb\n"
+        epilog="examples:\n  python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --data data/GTSDB/gtsdb\n"
                "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json\n"
-               "  python -m bench.gtsdb --build runs/edge-bg/model_int8.tflite runs/edge-bg-odd/model_int8.tflite "
+               "  python -m bench.gtsdb --build runs/quickstart/model_int8.tflite runs/quickstart-odd/model_int8.tflite "
                "--ranker runtime/proposal_ranker.json ranker_odd.json --data gtsdb/",
     )
     p.add_argument("--build", type=Path, nargs="+", required=True,
                    help=".tflite/.onnx build(s) with metadata; several (e.g. the two folds) are also pooled")
-    p.add_argument("--data", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
+    p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--proposals", nargs="+", choices=("builtin", "gt"), default=["builtin", "gt"],
                    help="where ROIs come from: the built-in colour proposals, or the ground-truth boxes")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="inference threads to measure")
-    p.add_argument("--frames", dest="subset", default="all", choices=("all", "even", "odd"),
+    p.add_argument("--subset", default="all", choices=("all", "even", "odd"),
                    help="score only these frames (by number), e.g. to compare builds on the same held-out frames")
     p.add_argument("--repeat", type=int, default=3,
                    help="passes over the frames per setting; the fastest is reported (other load only ever adds time)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--threshold", type=float, default=None, help="override the build's unknown threshold")
     p.add_argument("--ranker", type=Path, nargs="+", default=None,
-                   help="proposal ranker JSON (python -m train.proposals --out), one for all builds or one per build; "
+                   help="proposal ranker JSON (python -m train.frames.ranker --out), one for all builds or one per build; "
                         "default: the runtime's own")
     p.add_argument("--overlap", action="store_true",
                    help="also time the built-in proposals as the camera demo runs them: the next frame's on a thread of "
                         "their own while this one is classified, the classifier on half of each --threads count and OpenCV on all of "
                         "it (row builtin+ahead; ms tot: wall time per frame)")
     p.add_argument("--sign-map", type=Path, default=None,
-                   help="a learned proposal source (python -m train.sign_map) beside the colour cues; frames that fitted it "
+                   help="a learned proposal source (python -m train.frames.sign_map) beside the colour cues; frames that fitted it "
                         "are left out")
     p.add_argument("--no-second-look", action="store_true",
                    help="keep every detection as the first invoke reads it, without cropping it again at 0.9, 1.15 and "
@@ -245,7 +258,7 @@ def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str,
               f"proposal ranker or sign map; scoring {len(left)}", file=sys.stderr)
     if not left:
         raise ConfigError(f"every chosen frame of {data} trained the background class of {build} or the proposal "
-                          "ranker or sign map; score other frames (--frames odd) or refit (python -m train.proposals)")
+                          "ranker or sign map; score other frames (--frames odd) or refit (python -m train.frames.ranker)")
     scores = []
     for n in threads:
         pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker, sign_map=learned,
@@ -286,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
     metas = [read_metadata(b) for b in args.build]
     sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
-    frames, gt = load_frames(args.data, sign_classes)
+    frames, gt = load_frames(args.frames, sign_classes)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
     rankers: list[Ranker | None] = [None] * len(args.build)
@@ -296,14 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_build = []
     cpu = describe_cpu()
     for build, ranker in zip(args.build, rankers):
-        scores = score_build(build, frames, gt, args.data, ranker=ranker, threads=args.threads, proposals=args.proposals,
+        scores = score_build(build, frames, gt, args.frames, ranker=ranker, threads=args.threads, proposals=args.proposals,
                              repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap,
                              sign_map=args.sign_map, second_look=not args.no_second_look)
         per_build.append(scores)
         if not args.json:
             n_frames, n_signs = scores[0].frames, scores[0].signs
             look = ", no second look" if args.no_second_look else ""
-            print(f"{build} on {n_frames} frames of {args.data} ({n_signs} signs), threshold {scores[0].threshold:.3f}{look}, "
+            print(f"{build} on {n_frames} frames of {args.frames} ({n_signs} signs), threshold {scores[0].threshold:.3f}{look}, "
                   f"timed on {cpu}")
             print(format_scores(scores))
     scores = [s for run in per_build for s in run]

@@ -184,21 +184,21 @@ def tabulate(fates: Sequence[SignFate], stages: Sequence[str], key: Callable[[Si
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.misses", formatter_class=HelpFormatter,
-        description="Which annotated signs the frame pipeline misses, and at which stage (no candidate, a candidate "
+        description="Which annotated signs the frame pipeline misses, and at which stage.\n\n(No candidate, a candidate "
                     "the ranking cut, rejected, unconfirmed by the second look, misread, a loose box), by class and by size; with --build, also what "
-                    "its false detections are (misread, double, loose, part of a sign, background), by cue.",
-        epilog="examples:\n  python -m bench.misses --data ../shared/data/gtsdb-train\n"
-               "  python -m bench.misses --data ../shared/data/gtsdb-train --build runs/bg-train/model_int8.tflite\n"
-               "  python -m bench.misses --data gtsdb/ --ranker ranker.json --json > fates.json",
+                    "its false detections are (misread, double, loose, part of a sign, background), by cue.)",
+        epilog="examples:\n  python -m bench.misses --frames data/GTSDB/gtsdb-train\n"
+               "  python -m bench.misses --frames data/GTSDB/gtsdb-train --build runs/bg-train/model_int8.tflite\n"
+               "  python -m bench.misses --frames gtsdb/ --ranker ranker.json --json > fates.json",
     )
-    p.add_argument("--data", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
+    p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--build", type=Path, default=None,
                    help=".tflite/.onnx build with metadata: diagnose detections too (default: the proposal stage only)")
     p.add_argument("--ranker", type=Path, default=None,
-                   help="proposal ranker JSON (python -m train.proposals --out); default: the runtime's own")
+                   help="proposal ranker JSON (python -m train.frames.ranker --out); default: the runtime's own")
     p.add_argument("--sign-map", type=Path, default=None,
-                   help="a learned proposal source (python -m train.sign_map): its boxes join the candidates and proposals")
-    p.add_argument("--frames", dest="subset", default="all", choices=("all", "even", "odd"), help="only these frames")
+                   help="a learned proposal source (python -m train.frames.sign_map): its boxes join the candidates and proposals")
+    p.add_argument("--subset", default="all", choices=("all", "even", "odd"), help="only these frames (by number)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU needed for a hit")
     p.add_argument("--near", type=float, default=0.3, help="IoU from which a box counts as near the sign (loose, near)")
     p.add_argument("--json", action="store_true", help="print every sign's fate as JSON instead of the tables")
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.near <= args.iou <= 1:
         parser.error(f"need 0 < --near ({args.near}) <= --iou ({args.iou}) <= 1")
     ranker = Ranker.load(args.ranker) if args.ranker else None
-    d = diagnose(args.data, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near,
+    d = diagnose(args.frames, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near,
                  sign_map=args.sign_map)
     fates = d.fates
     if args.json:
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     stages = STAGES if args.build is not None else PROPOSAL_STAGES
     what = f"{args.build}" if args.build is not None else "the proposal stage"
-    print(f"{what} on {d.frames} frames of {args.data} ({len(fates)} signs), "
+    print(f"{what} on {d.frames} frames of {args.frames} ({len(fates)} signs), "
           f"IoU {args.iou}, near {args.near}")
     if d.fitted:
         print(f"note: {len(d.fitted)} of these frames fitted the build's background class, the ranker or the sign map; "

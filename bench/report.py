@@ -1,7 +1,7 @@
 """One report of every build of a run: accuracy, size and latency side by side, with the pictures that explain them.
 
-    python -m bench.report --artifacts runs/edge-default --data ../shared/data/gtsrb
-    python -m bench.report --artifacts runs/edge-bg --frames ../shared/data/gtsdb --compare runs/edge-default/report/report.json
+    python -m bench.report --run runs/quickstart --data data/GTSRB
+    python -m bench.report --run runs/quickstart --frames data/GTSDB/gtsdb --compare runs/quickstart/report/report.json
 
 Writes OUT/report.md, OUT/report.json and OUT/report.html (one self-contained page, pictures
 embedded) with the PNGs beside them. Accuracy is every build run through the runtime on the
@@ -43,13 +43,13 @@ ALL = os.cpu_count() or 1
 def run_latency_suite(run: Path, out_json: Path) -> Path:
     """``pytest bench/test_latency.py --benchmark-only`` on the run's builds, its JSON kept (with raw timings)."""
     cmd = [sys.executable, "-m", "pytest", str(REPO / "bench" / "test_latency.py"), "--benchmark-only", "-q",
-           "-p", "no:cacheprovider", f"--artifacts={run}", f"--benchmark-json={out_json}", "--benchmark-warmup=on"]
+           "-p", "no:cacheprovider", f"--run={run}", f"--benchmark-json={out_json}", "--benchmark-warmup=on"]
     print("timing every build: " + " ".join(cmd[2:]), file=sys.stderr)
     proc = subprocess.run(cmd, cwd=REPO, check=False, capture_output=True, text=True)
     if proc.returncode != 0 or not out_json.is_file():
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise ConfigError(f"the latency suite failed ({' | '.join(tail)}); run it alone: pytest bench/ --benchmark-only "
-                          f"--artifacts {run}")
+                          f"--run {run}")
     return out_json
 
 
@@ -306,11 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.report", formatter_class=HelpFormatter,
         description="Accuracy, size and latency of every build of a run, side by side, as Markdown, JSON and one HTML page.",
-        epilog="examples:\n  python -m bench.report --artifacts runs/edge-default --data ../shared/data/gtsrb\n"
-               "  python -m bench.report --artifacts runs/edge-bg --frames ../shared/data/gtsdb "
-               "--compare runs/edge-default/report/report.json",
+        epilog="examples:\n  python -m bench.report --run runs/quickstart --data data/GTSRB\n"
+               "  python -m bench.report --run runs/quickstart --frames data/GTSDB/gtsdb "
+               "--compare runs/quickstart/report/report.json",
     )
-    p.add_argument("--artifacts", type=Path, required=True, help="a training run folder with its exported builds")
+    p.add_argument("--run", type=Path, required=True, help="a training run folder with its exported builds")
     p.add_argument("--data", type=Path, default=None, help="its dataset (default: the data it was trained on)")
     p.add_argument("--split", default="val", choices=("val", "test"), help="val: the run's held-out tracks; test: the test subset")
     p.add_argument("--frames", type=Path, default=None, help="GTSDB-layout frames to score the frame pipeline on")
@@ -325,9 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors("python -m bench.report")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run = Run.open(args.artifacts)
+    run = Run.open(args.run)
     if not run.builds():
-        raise ConfigError(f"{run.path} has no builds; export them with python -m export.all --model {run.path}")
+        raise ConfigError(f"{run.path} has no builds; export them with python -m export.all --run {run.path}")
     other = None
     if args.compare:
         try:

@@ -1,7 +1,7 @@
 """Latency of every build through the runtime, and of the frame pipeline's stages, on real road-frame ROIs.
 
     pytest bench/ --benchmark-only
-    pytest bench/ --benchmark-only --artifacts runs/edge-default --benchmark-json=after.json
+    pytest bench/ --benchmark-only --run runs/quickstart --benchmark-json=after.json
 
 Ids read ``tflite-int8-t1-b8``: build, inference threads, ROIs in one invoke. Each case is warmed up
 by one call before it is timed (its time is ``first_invoke_ms``); ``extra_info`` holds the backend,

@@ -6,7 +6,7 @@ Plain tests (no ``benchmark`` fixture): they run under ``bash test.sh`` and ``py
 * ``fixture``: the tests' tiny model (4 synthetic classes, 16x16), always. Its validation split has
   64 images, so one flipped near-tie moves agreement by 1.6 pp: it is held to loose floors, and the
   broken-calibration test shows even those reject a bad build.
-* ``artifacts``: the run given by ``--artifacts`` / $SIGNKIT_BENCH_MODEL on real data (``--data``,
+* ``run``: the run given by ``--run`` / $SIGNKIT_BENCH_RUN on real data (``--data``,
   default the run's own dataset; ``--split val|test``), held to ``bench/parity_floors.json``.
   ``.ci/run`` trains a small model on the real GTSRB for this.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.conftest import artifacts_option
+from bench.conftest import run_option
 from bench.parity import Floors, check_parity, delta_limit, float_delta
 from export.verify import predict_all
 from runtime.builds import BUILDS, build_file
@@ -36,8 +36,8 @@ LOOSE = dataclasses.replace(Floors.load(), min_agreement_pct=90.0, max_accuracy_
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "subject" in metafunc.fixturenames:
         params = [pytest.param("fixture", id="fixture", marks=pytest.mark.slow)]
-        if artifacts_option(metafunc.config) is not None:
-            params.append(pytest.param("artifacts", id="artifacts", marks=[pytest.mark.slow, pytest.mark.realdata]))
+        if run_option(metafunc.config) is not None:
+            params.append(pytest.param("run", id="run", marks=[pytest.mark.slow, pytest.mark.realdata]))
         metafunc.parametrize("subject", params, indirect=True, scope="module")
 
 
@@ -56,7 +56,7 @@ def subject(request: pytest.FixtureRequest) -> Subject:
         run = Run.open(request.getfixturevalue("exported"))
         split, floors = run.split("val"), LOOSE
     else:
-        run = Run.open(artifacts_option(request.config))  # type: ignore[arg-type]
+        run = Run.open(run_option(request.config))  # type: ignore[arg-type]
         data = request.config.getoption("--data", default=None)
         source = Path(data) if data else run.data_path
         if not source.exists():
@@ -101,7 +101,7 @@ def test_a_badly_calibrated_int8_build_fails_with_the_class_table(exported: Path
     blank = tmp_path / "blank.npz"
     np.savez(blank, images=np.full((200, 16, 16, 3), 128, np.uint8), labels=np.arange(200) % 4)
     out = tmp_path / "bad_int8.tflite"
-    assert export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(blank), "--out", str(out),
+    assert export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(blank), "--out", str(out),
                                "--no-verify"]) == 0
     run = Run.open(exported)
     val = run.split("val")

@@ -1,6 +1,6 @@
 """Read the signs a camera sees, live: the runtime's frame pipeline on a Pi camera, USB camera, video or folder.
 
-    python -m camera_demo --build runs/edge-bg/model_int8.tflite --source picamera2 --serve 8000
+    python -m camera_demo --build runs/quickstart/model_int8.tflite --source picamera2 --serve 8000
     python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl --smooth 5
 
 Sources: picamera2 (the Pi's CSI camera), a camera number or /dev/videoN, a video file, a stream URL
@@ -38,6 +38,7 @@ from runtime.pipeline import FramePipeline, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, load_boxes, parse_boxes
 from runtime.sign_map import SignMap
+from runtime.stream import StreamOptions
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m camera_demo", formatter_class=HelpFormatter,
         description="Classify the signs a camera sees, live, with any build (TensorFlow-free).",
-        epilog="examples:\n  python -m camera_demo --build runs/edge-bg/model_int8.tflite --source picamera2 --serve 8000\n"
+        epilog="examples:\n  python -m camera_demo --build runs/quickstart/model_int8.tflite --source picamera2 --serve 8000\n"
                "  python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl --smooth 5",
     )
     p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its metadata")
@@ -76,11 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "box and keeping it when 2 of the 3 agree (a few %% of a frame's time; it removed 40-50 %% of the false "
                         "detections in docs/results.md)")
     p.add_argument("--sign-map", type=Path, default=None,
-                   help="a learned proposal source (python -m train.sign_map) beside the colour cues, on full frames")
+                   help="a learned proposal source (python -m train.frames.sign_map) beside the colour cues, on full frames")
     p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
     p.add_argument("--fps", type=float, default=None, help="at most this many frames per second (and the camera's rate)")
     p.add_argument("--loop", action="store_true", help="play a file or folder again from the start at its end")
-    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--smooth", type=int, default=1, metavar="N",
                    help="steady labels: a sign's label is the vote of its last N detections (1: off; 5 is a good start)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
@@ -133,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in (("--threads", args.threads), ("--smooth", args.smooth), ("--detect-every", args.detect_every)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be at least 1")
-    if args.frames is not None and args.frames < 1:
-        parser.error("--frames must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error("--max-frames must be at least 1")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive")
     boxes = _fixed_boxes(args)
@@ -190,7 +191,8 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
                 log(f"running headless: {why}")
             else:
                 sinks.window = Window()
-        options = DemoOptions(boxes, args.detect_every, args.smooth, overlap, args.fps, args.loop, args.frames)
+        stream = StreamOptions(boxes, args.detect_every, args.smooth, overlap, live=source.live)
+        options = DemoOptions(stream, args.fps, args.loop, args.max_frames)
         summary = run_demo(source, pipeline, options, sinks, log)
     finally:
         sinks.close()

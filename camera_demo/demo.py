@@ -1,8 +1,9 @@
-"""The demo loop: frames from a source through the runtime's FramePipeline, to the window and the outputs.
+"""The demo loop: frames from a source through the runtime's frame stream, to the window and the outputs.
 
 The source is read on its own thread (decoding overlaps inference; OpenCV lets go of the GIL). A
 file or folder is read ahead a couple of frames and never dropped; a live camera keeps only its
-newest frame, and the frames it had to drop are counted.
+newest frame, and the frames it had to drop are counted. Everything between a frame and its signs
+(proposals ahead, detect every K, tracking) is ``runtime.stream.FrameStream``'s.
 """
 
 from __future__ import annotations
@@ -11,29 +12,26 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from camera_demo.display import Window
 from camera_demo.draw import annotate, status_line
 from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
 from camera_demo.server import FrameBoard
-from camera_demo.sources import Frame, Source, SourceError, frames
-from camera_demo.tracking import Tracked, Tracker
+from camera_demo.sources import Source, SourceError, frames
+from camera_demo.stats import Stats
 from runtime.machine import describe_cpu
-from runtime.pipeline import FramePipeline, ProposalsAhead
-from runtime.roi import Box
+from runtime.pipeline import FramePipeline
+from runtime.stream import Frame, FrameStream, StreamOptions, StreamResult
+
+STAGES = ("proposals", "crop+preprocess", "invoke", "post", "second look", "total", "output")
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    boxes: tuple[Box, ...] | None = None  # fixed ROIs; None: the runtime's proposals (--detect)
-    detect_every: int = 1  # --detect: propose every K-th frame, follow the signs found in between
-    smooth: int = 1  # a track's label is the vote of its last N detections
-    overlap: bool = True  # propose the next frame on another thread while this one is classified
+    stream: StreamOptions = field(default_factory=StreamOptions)
     fps_cap: float | None = None
     loop: bool = False
     max_frames: int | None = None
@@ -59,44 +57,69 @@ class Sinks:
 
 @dataclass
 class Summary:
+    """What a run did, in memory that does not grow with its length (``camera_demo.stats``)."""
+
     frames: int = 0
     seconds: float = 0.0
     dropped: int = 0
     reason: str = "end of source"
     error: str | None = None
-    frame_ms: list[float] = field(default_factory=list)
-    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    frame_ms: Stats = field(default_factory=Stats)
+    stage_ms: dict[str, Stats] = field(default_factory=lambda: {k: Stats() for k in STAGES})
+    crops: Stats = field(default_factory=Stats)  # crops classified a frame, the second look's included
+    gmacs: Stats = field(default_factory=Stats)  # G multiply-accumulates a frame (classifier and sign map)
+    macs_known: bool = True  # every frame's build said its MACs per crop
     per_class: Counter[str] = field(default_factory=Counter)
     tracks: int = 0
     unconfirmed: int = 0  # detections the pipeline's second look dropped, over the run
     snapshots: int = 0
+    skipped: tuple[int, list[str]] = (0, [])  # unreadable files of a folder source: how many, the first few
     cpu: str = field(default_factory=describe_cpu)  # the frame rates mean little without it
+
+    def record(self, out: StreamResult, frame_ms: float, output_ms: float) -> None:
+        self.frames += 1
+        self.frame_ms.add(frame_ms)
+        for k, v in {**out.result.ms.to_dict(), "output": output_ms}.items():
+            self.stage_ms[k].add(v)
+        cost = out.cost
+        self.crops.add(cost.crops + cost.second_look_crops)
+        self.gmacs.add(cost.macs / 1e9)
+        self.macs_known &= cost.macs_per_crop > 0
+        self.per_class.update(t.label for t in out.tracked)
+        self.unconfirmed += len(out.result.unconfirmed)
 
     def fps(self, pct: float = 50) -> float:
         """Frames per second at the median (50) or at a low percentile (5: all but the slowest 5 % of frames)."""
-        if not self.frame_ms:
+        if not self.frame_ms.count:
             return 0.0
-        return 1000.0 / max(float(np.percentile(self.frame_ms, 100 - pct)), 1e-9)
+        return 1000.0 / max(self.frame_ms.percentile(100 - pct), 1e-9)
 
     def medians(self) -> dict[str, float]:
-        return {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
+        return {k: s.percentile(50) for k, s in self.stage_ms.items() if s.count}
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps_overall": round(self.frames / self.seconds, 2) if self.seconds else 0.0, "fps_median": round(self.fps(50), 2),
                 "fps_p5": round(self.fps(5), 2), "ms": {k: round(v, 3) for k, v in self.medians().items()},
+                "crops_per_frame": round(self.crops.mean, 2),
+                "gmacs_per_frame": round(self.gmacs.mean, 4) if self.macs_known else None,
                 "detections_per_class": dict(self.per_class.most_common()), "tracks": self.tracks,
-                "unconfirmed": self.unconfirmed,
-                "frames_dropped": self.dropped, "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error, "cpu": self.cpu}
+                "unconfirmed": self.unconfirmed, "frames_dropped": self.dropped, "files_skipped": self.skipped[0],
+                "snapshots": self.snapshots, "stopped_by": self.reason, "error": self.error, "cpu": self.cpu}
 
     def format(self) -> str:
         ms = " ".join(f"{k} {v:.2f}" for k, v in self.medians().items())
         classes = ", ".join(f"{name} {n}" for name, n in self.per_class.most_common()) or "none"
         overall = self.frames / self.seconds if self.seconds else 0.0
+        macs = f"{self.gmacs.mean:.3f} G MACs" if self.macs_known else "MACs unknown (re-export the build)"
+        skipped = (f"\nskipped {self.skipped[0]} unreadable files: {', '.join(self.skipped[1])}"
+                   + (" ..." if self.skipped[0] > len(self.skipped[1]) else "")) if self.skipped[0] else ""
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.reason}): {overall:.1f} fps overall; per frame "
                 f"median {self.fps(50):.1f}, 5th percentile {self.fps(5):.1f}; frames dropped {self.dropped}; on {self.cpu}\n"
+                f"a frame's work: {self.crops.mean:.1f} crops classified, {macs}\n"
                 f"median ms per frame: {ms}\n"
-                f"detections per class ({self.tracks} tracks; the second look dropped {self.unconfirmed} detections): {classes}")
+                f"detections per class ({self.tracks} tracks; the second look dropped {self.unconfirmed} detections): "
+                f"{classes}{skipped}")
 
 
 class ReadAhead:
@@ -152,12 +175,35 @@ class ReadAhead:
         self._thread.join(timeout=5)
 
 
-def _record(frame: Frame, tracked: Sequence[Tracked], proposed: bool, ms: dict[str, float], unconfirmed: int) -> dict[str, Any]:
-    return {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "proposed": proposed,
+def _record(out: StreamResult) -> dict[str, Any]:
+    frame, result = out.frame, out.result
+    return {"frame": frame.index, "timestamp": round(frame.timestamp, 4), "proposed": out.proposed,
             "detections": [{"box": list(t.detection.box), "class_id": t.class_id, "label": t.label,
                             "score": round(t.detection.prediction.score, 4), "track": t.track,
-                            "frame_class_id": t.detection.prediction.class_id} for t in tracked],
-            "unconfirmed": unconfirmed, "ms": {k: round(v, 3) for k, v in ms.items()}}
+                            "frame_class_id": t.detection.prediction.class_id} for t in out.tracked],
+            "unconfirmed": len(result.unconfirmed), "cost": out.cost.to_dict(),
+            "ms": {k: round(v, 3) for k, v in result.ms.to_dict().items()}}
+
+
+def _write(out: StreamResult, sinks: Sinks, fps: float) -> bool:
+    """The frame's outputs; False when the window asks to stop (q/Esc)."""
+    frame, tracked = out.frame, out.tracked
+    if sinks.jsonl:
+        sinks.jsonl.write(_record(out))
+    if sinks.snapshots:
+        for t in tracked:
+            if t.new:
+                sinks.snapshots.write(frame.image, frame.index, t.detection.box, t.label, t.detection.prediction.score)
+    if not sinks.draws:
+        return True
+    image = annotate(frame.image, tracked, status_line(fps, out.result.ms.to_dict(), len(tracked)))
+    if sinks.video:
+        sinks.video.write(image)
+    if sinks.board:
+        sinks.board.publish(image, {"frame": frame.index, "fps": fps, "detections": [
+            {"label": t.label, "score": t.detection.prediction.score, "box": list(t.detection.box), "track": t.track}
+            for t in tracked]})
+    return sinks.window.show(image) if sinks.window else True
 
 
 def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sinks: Sinks,
@@ -168,93 +214,22 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
     ``summary.error`` set; everything it wrote until then stays readable.
     """
     summary = Summary()
-    tracker = Tracker(window=max(1, options.smooth))
-    names = pipeline.classifier.class_names
+    stream = FrameStream(pipeline, options.stream)
     reader = ReadAhead(source, options.loop)
-    ahead = ProposalsAhead(pipeline) if options.overlap and options.boxes is None else None
+    recent: deque[float] = deque(maxlen=30)  # the last frames' milliseconds, for the frame rate drawn on screen
     expected: int | None = None
     start = last = time.perf_counter()
-
-    def proposing(n: int) -> bool:
-        return options.boxes is None and n % options.detect_every == 0
-
-    frames = iter(reader)
-    lost: SourceError | None = None
-
-    def pull() -> Frame | None:
-        """The next frame; a lost source is kept to raise once the frames it did deliver are processed."""
-        nonlocal lost
-        if lost is not None:
-            return None
-        try:
-            return next(frames, None)
-        except SourceError as err:
-            lost = err
-            return None
-
-    # Frames read ahead of the one being processed; a full-proposal frame among them starts its proposals
-    # at once, on ProposalsAhead's thread. One frame ahead for a camera or stream (no frame is held back
-    # from the screen); a file or folder is read up to the next full-proposal frame, so with --detect-every K
-    # that frame's proposals run while the K-1 frames before it are followed.
-    depth = options.detect_every if ahead is not None and not source.live else 1
-    waiting: deque[tuple[int, Frame]] = deque()
-    pulled = 0
-
-    def fill() -> None:
-        nonlocal pulled
-        while len(waiting) < depth:
-            nxt = pull()
-            if nxt is None:
-                return
-            if ahead is not None and proposing(pulled):
-                ahead.submit(pulled, nxt.image)
-            waiting.append((pulled, nxt))
-            pulled += 1
-
     try:
-        fill()
-        while waiting:
-            n, frame = waiting.popleft()
-            fill()
-            got = time.perf_counter()
-            if expected is not None and frame.index > expected:
-                summary.dropped += frame.index - expected  # gaps in the source's own frame numbers
-            expected = frame.index + 1
-            proposed = proposing(n)
-            if options.boxes is not None:
-                result = pipeline.run(frame.image, list(options.boxes))
-            elif proposed:
-                result = pipeline.run(frame.image, proposed=ahead.take(n) if ahead is not None else None)
-            else:  # between full proposal frames: propose only around the signs being followed
-                result = pipeline.run(frame.image, windows=tracker.search_windows(frame.index))
-            tracked = tracker.update(result.detections, frame.index, names)
+        for out in stream.run(reader):
+            index = out.frame.index
+            if expected is not None and index > expected:
+                summary.dropped += index - expected  # gaps in the source's own frame numbers
+            expected = index + 1
             t_out = time.perf_counter()
-            if sinks.jsonl:
-                sinks.jsonl.write(_record(frame, tracked, proposed, result.ms.to_dict(), len(result.unconfirmed)))
-            if sinks.snapshots:
-                for t in tracked:
-                    if t.new:
-                        sinks.snapshots.write(frame.image, frame.index, t.detection.box, t.label, t.detection.prediction.score)
-            keep_going = True
-            if sinks.draws:
-                fps = 1000.0 / max(np.median(summary.frame_ms[-30:]), 1e-9) if summary.frame_ms else 0.0
-                image = annotate(frame.image, tracked, status_line(fps, result.ms.to_dict(), len(tracked)))
-                if sinks.video:
-                    sinks.video.write(image)
-                if sinks.board:
-                    sinks.board.publish(image, {"frame": frame.index, "fps": fps, "detections": [
-                        {"label": t.label, "score": t.detection.prediction.score, "box": list(t.detection.box), "track": t.track}
-                        for t in tracked]})
-                if sinks.window:
-                    keep_going = sinks.window.show(image)
-            summary.per_class.update(t.label for t in tracked)
-            summary.unconfirmed += len(result.unconfirmed)
+            keep_going = _write(out, sinks, 1000.0 / max(sorted(recent)[len(recent) // 2], 1e-9) if recent else 0.0)
             now = time.perf_counter()
-            stages = {"read": 1000 * (got - last), **result.ms.to_dict(), "output": 1000 * (now - t_out)}
-            for k, v in stages.items():
-                summary.stage_ms.setdefault(k, []).append(v)
-            summary.frame_ms.append(1000 * (now - last))
-            summary.frames += 1
+            summary.record(out, 1000 * (now - last), 1000 * (now - t_out))
+            recent.append(1000 * (now - last))
             if options.fps_cap:  # not faster than the cap: wait for this frame's slot
                 time.sleep(max(0.0, start + summary.frames / options.fps_cap - time.perf_counter()))
             last = time.perf_counter()
@@ -262,21 +237,20 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
                 summary.reason = "q pressed"
                 break
             if options.max_frames and summary.frames >= options.max_frames:
-                summary.reason = f"--frames {options.max_frames}"
+                summary.reason = f"--max-frames {options.max_frames}"
                 break
-        if lost is not None and summary.reason == "end of source":
-            raise lost
     except KeyboardInterrupt:
         summary.reason = "interrupted"
     except SourceError as err:
         summary.reason, summary.error = "source lost", str(err)
     finally:
-        if ahead is not None:
-            ahead.close()
         reader.close()
         sinks.close()
         summary.seconds = time.perf_counter() - start
         summary.dropped += reader.dropped
-        summary.tracks = tracker.created
+        summary.tracks = stream.tracker.created
         summary.snapshots = sinks.snapshots.count if sinks.snapshots else 0
+        skipped = getattr(source, "skipped", None)
+        if skipped:
+            summary.skipped = (len(skipped), [str(p) for p in skipped[:3]])
     return summary

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from camera_demo.tracking import Tracked
+from runtime.tracking import Tracked
 
 GREEN, AMBER, WHITE, BLACK = (60, 200, 60), (0, 190, 255), (255, 255, 255), (0, 0, 0)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
@@ -24,19 +23,13 @@ import numpy as np
 
 from runtime.annotations import IMAGE_SUFFIXES
 from runtime.errors import SignkitError
+from runtime.stream import Frame
 
 EMPTY_LIMIT = 30  # consecutive empty reads after which a live source counts as lost
 
 
 class SourceError(SignkitError):
     """A source that cannot be opened, or that stopped delivering frames."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    image: np.ndarray  # uint8 HxWx3 BGR
-    timestamp: float  # seconds, the source's own clock (file position, sensor time) where it has one
-    index: int  # the source's frame number: a gap means frames were dropped before they reached us
 
 
 class Source(Protocol):

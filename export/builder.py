@@ -1,6 +1,6 @@
 """Compile builds: convert, verify through the runtime, and only then write model + metadata under their names.
 
-    results = export_builds(Run.open("runs/edge-default"), ["tflite-int8", "onnx-int8"])
+    results = export_builds(Run.open("runs/quickstart"), ["tflite-int8", "onnx-int8"])
 """
 
 from __future__ import annotations

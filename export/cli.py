@@ -12,7 +12,7 @@ from export.verify import Gate, VerificationError, format_table
 
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model", type=Path, default=None, help="training run folder (default: the most recent under runs/)")
+    p.add_argument("--run", type=Path, default=None, help="training run folder (default: the most recent under runs/)")
     p.add_argument("--calib-data", type=Path, default=None,
                    help="dataset (or .npz of crops+labels) for calibration and verification (default: the training data)")
     p.add_argument("--calib-samples", type=int, default=500, help="class-balanced training images for int8 calibration")
@@ -20,10 +20,14 @@ def common_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="write builds without checking them against the float model")
     p.add_argument("--min-agreement", type=float, default=Gate.min_agreement, help="quantized builds: top-1 agreement %%")
     p.add_argument("--max-drop", type=float, default=Gate.max_drop, help="quantized builds: accuracy drop in pp")
+    return p
+
+
+def add_io_dtype(p: argparse.ArgumentParser) -> None:
+    """--io-dtype, for the commands that make a TFLite int8 build (the ONNX recipes have float input and output)."""
     p.add_argument("--io-dtype", default="float32", choices=("float32", "int8", "uint8"),
                    help="tflite-int8 input/output: float32 converts inside the graph (fastest on a CPU); int8/uint8 "
                         "for integer-only accelerators")
-    return p
 
 
 def parse_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Calibration, ExportOptions]:
@@ -33,7 +37,8 @@ def parse_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> t
     if args.verify_samples is not None and args.verify_samples < 1:
         parser.error("--verify-samples must be at least 1")
     return (Calibration(args.calib_data, args.calib_samples),
-            ExportOptions(verify=not args.no_verify, gate=Gate(args.min_agreement, args.max_drop), io_dtype=args.io_dtype))
+            ExportOptions(verify=not args.no_verify, gate=Gate(args.min_agreement, args.max_drop),
+                          io_dtype=vars(args).get("io_dtype", "float32")))
 
 
 def print_results(inputs: ExportInputs, results: list[BuildResult]) -> int:

@@ -1,7 +1,7 @@
 """Where int8 hurts: float against quantized, layer by layer; then leave the worst layers in float and see what it buys.
 
-    python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.tflite
-    python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.onnx --keep-worst 2
+    python -m export.debug --run runs/quickstart --build runs/quickstart/model_int8.tflite
+    python -m export.debug --run runs/quickstart --build runs/quickstart/model_int8.onnx --keep-worst 2
 
 The export commands' flags apply (--calib-samples: the images measured on and calibrated with;
 --min-agreement / --max-drop: the gate the re-export passes).
@@ -38,10 +38,10 @@ from export.cli import common_parser, parse_common
 from export.inputs import Calibration, load_inputs
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.builds import read_metadata, spec_for
+from runtime.classifier import ms_per_roi
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from train.runs import Run
-from train.sweep import ms_per_roi
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.debug", parents=[common_parser()], formatter_class=HelpFormatter,
         description="Rank the layers of an int8 build by quantization error; re-export with the worst left in float.",
-        epilog="examples:\n  python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.tflite\n"
-               "  python -m export.debug --model runs/edge-default --build runs/edge-default/model_int8.onnx --keep-worst 2",
+        epilog="examples:\n  python -m export.debug --run runs/quickstart --build runs/quickstart/model_int8.tflite\n"
+               "  python -m export.debug --run runs/quickstart --build runs/quickstart/model_int8.onnx --keep-worst 2",
     )
-    p.add_argument("--build", type=Path, required=True, help="an int8 build (.tflite or .onnx) of --model")
+    p.add_argument("--build", type=Path, required=True, help="an int8 build (.tflite or .onnx) of --run")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL/debug-BUILD)")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--keep-float", nargs="+", default=None, metavar="NODE", help="nodes (from the ranking) to leave in float")
@@ -198,9 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibration, options = parse_common(parser, args)
     if args.keep_worst is not None and args.keep_worst < 1:
         parser.error("--keep-worst must be at least 1")
-    run = Run.resolve(args.model)
+    run = Run.resolve(args.run)
     if not args.build.is_file():
-        raise ConfigError(f"--build {args.build} not found; export one with python -m export.all --model {run.path}")
+        raise ConfigError(f"--build {args.build} not found; export one with python -m export.all --run {run.path}")
     spec = spec_for(args.build, read_metadata(args.build))
     if spec.precision != "int8":
         raise ConfigError(f"--build {args.build} is {spec.name}: export.debug compares int8 builds with their float model")

@@ -1,7 +1,7 @@
 """Compile a trained model into an ONNX build (tf2onnx, opset 17), verified before it is written.
 
     python -m export.onnx
-    python -m export.onnx --int8 --model runs/edge-default
+    python -m export.onnx --int8 --run runs/quickstart
 
 --int8 runs onnxruntime's quant_pre_process and static QDQ quantisation (per-channel int8),
 calibrated on the same class-balanced training images as the TFLite int8 build.
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.onnx", parents=[common_parser()], formatter_class=HelpFormatter,
         description="Export an ONNX build (float32 by default) and verify it through the runtime.",
-        epilog="examples:\n  python -m export.onnx\n  python -m export.onnx --int8 --model runs/edge-default",
+        epilog="examples:\n  python -m export.onnx\n  python -m export.onnx --int8 --run runs/quickstart",
     )
     p.add_argument("--int8", action="store_true", help="static QDQ int8 quantisation (onnxruntime)")
     p.add_argument("--out", type=Path, default=None, help="output file (default: beside the model)")
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     calibration, options = parse_common(parser, args)
-    return print_results(*export_builds(Run.resolve(args.model), ["onnx-int8" if args.int8 else "onnx-f32"], calibration=calibration,
+    return print_results(*export_builds(Run.resolve(args.run), ["onnx-int8" if args.int8 else "onnx-f32"], calibration=calibration,
                                         verify_samples=args.verify_samples, options=options, out=args.out))
 
 

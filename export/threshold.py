@@ -1,7 +1,7 @@
 """Calibrate a build's unknown / not-a-sign threshold, or set one by hand.
 
-    python -m export.threshold --build runs/edge-default/model_int8.tflite
-    python -m export.threshold --build runs/edge-default/model_int8.onnx --value 0.8
+    python -m export.threshold --build runs/quickstart/model_int8.tflite
+    python -m export.threshold --build runs/quickstart/model_int8.onnx --value 0.8
 
 A prediction whose top probability is below the build's threshold is reported as "unknown".
 Calibration runs the build (through the runtime) on its model's validation split and picks the
@@ -56,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.threshold", formatter_class=HelpFormatter,
         description="Calibrate (or set) a build's unknown threshold.",
-        epilog="examples:\n  python -m export.threshold --build runs/edge-default/model_int8.tflite\n"
-               "  python -m export.threshold --build runs/edge-default/model_int8.onnx --value 0.8",
+        epilog="examples:\n  python -m export.threshold --build runs/quickstart/model_int8.tflite\n"
+               "  python -m export.threshold --build runs/quickstart/model_int8.onnx --value 0.8",
     )
     p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its sidecar")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--run", type=Path, default=None,
                    help="its training run (default: the run beside the build, else the one its metadata names)")
     p.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
                    help="fraction of correct validation predictions allowed to fall below the threshold")
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_threshold(args.build, args.value)
         print(f"{args.build}: threshold set to {args.value}")
         return 0
-    value, png = calibrate(args.build, Run.open(args.model) if args.model else None, args.max_reject)
+    value, png = calibrate(args.build, Run.open(args.run) if args.run else None, args.max_reject)
     print(f"{args.build}: threshold {value:.3f} (rejects {100 * args.max_reject:g} % of correct validation predictions); curve: {png}")
     return 0
 

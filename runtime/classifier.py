@@ -104,6 +104,7 @@ class Classifier:
         # A model trained with a "not a sign" class answers it for background regions: report those as unknown.
         self.background_class: int | None = meta.get("background_class")
         self.top_k = max(1, min(top_k, len(self.class_names)))
+        self.macs_per_crop = int(meta.get("macs_per_roi") or 0)  # 0: a build exported before export recorded it
         self.threads = threads
         self.backend = open_backend(self.path, spec.backend, threads)
         self._check_tensors()
@@ -179,3 +180,12 @@ class Classifier:
         """
         kept, x = self.prepare_rois(frame_bgr, boxes, on_invalid=on_invalid)
         return [Detection(b, p) for b, p in zip(kept, self.predictions(self.predict_proba(x)))]
+
+
+def ms_per_roi(path: Path, x: np.ndarray, number: int = 300) -> float:
+    """Milliseconds per call of ``x`` (one ROI) through a build on one thread: the median of five ``timeit`` runs."""
+    import timeit
+
+    clf = Classifier.from_build(path, threads=1)
+    clf.predict_proba(x)
+    return 1000 * float(np.median(timeit.Timer(lambda: clf.predict_proba(x)).repeat(repeat=5, number=number))) / number

@@ -1,4 +1,4 @@
-"""Classification metrics in numpy: shared by train.evaluate, the export gate and bench."""
+"""Classification metrics in numpy: shared by bench.evaluate, the export gate and bench."""
 
 from __future__ import annotations
 

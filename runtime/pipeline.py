@@ -1,6 +1,6 @@
 """The frame pipeline: find the signs of a whole frame (proposals -> crops -> one invoke -> signs -> a second look).
 
-    pipe = FramePipeline(Classifier.from_build("runs/edge-bg/model_int8.tflite", threads=2))
+    pipe = FramePipeline(Classifier.from_build("runs/quickstart/model_int8.tflite", threads=2))
     result = pipe.run(frame_bgr)                      # or pipe.run(frame_bgr, boxes=[...]) for fixed ROIs
     for det in result.detections:
         print(det.box, det.prediction.label, det.prediction.score, det.proposal.cue)
@@ -53,6 +53,31 @@ class Proposed(NamedTuple):
     rois: tuple[Proposal, ...]
     ms: float
     small: np.ndarray | None = None
+    colour_pixels: int = 0  # pixels the colour cues worked on
+    map_ran: bool = False  # the sign map's proposals are among ``rois``
+
+
+@dataclass(frozen=True)
+class FrameCost:
+    """What one frame cost in work, the figure that transfers between machines (milliseconds do not).
+
+    A multiply-accumulate count is what a Raspberry Pi's int8 throughput divides (about 11 G a second on a
+    Pi 4's four cores): ``macs`` is every crop the classifier read, the second look's included, and the
+    sign map. 0 per crop where the build's metadata does not say (builds exported before it was recorded)."""
+
+    crops: int = 0  # ROIs the first read classified
+    second_look_crops: int = 0
+    macs_per_crop: int = 0  # the classifier's, from its build metadata
+    map_macs: int = 0  # the sign map's, when it ran on this frame
+    colour_pixels: int = 0  # pixels the colour cues worked on (the half-size frame, or the windows)
+
+    @property
+    def macs(self) -> int:
+        return (self.crops + self.second_look_crops) * self.macs_per_crop + self.map_macs
+
+    def to_dict(self) -> dict[str, int]:
+        return {"crops": self.crops, "second_look_crops": self.second_look_crops, "macs": self.macs,
+                "map_macs": self.map_macs, "colour_pixels": self.colour_pixels}
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,7 @@ class FrameResult:
         classified: one entry per ROI, in ``rois`` order: its Detection, or None if the box had no area in the frame.
         ms: per-stage milliseconds.
         unconfirmed: the detections the second look dropped (see ``SECOND_LOOK_SCALES``).
+        cost: the crops classified and the multiply-accumulates they and the sign map took.
     """
 
     detections: tuple[Detection, ...]
@@ -88,6 +114,7 @@ class FrameResult:
     classified: tuple[Detection | None, ...]
     ms: StageTimes
     unconfirmed: tuple[Detection, ...] = ()
+    cost: FrameCost = FrameCost()
 
 
 def keep_signs(dets: Sequence[Detection], overlap_iou: float = OVERLAP_IOU) -> list[Detection]:
@@ -129,30 +156,34 @@ class FramePipeline:
         t0 = time.perf_counter()
         small = downscale(frame_bgr, self.proposals)  # one half-size frame for the colour cues and the sign map
         props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
+        pixels = small.shape[0] * small.shape[1]
         if self.sign_map is None:
-            return Proposed(props, 1000.0 * (time.perf_counter() - t0))
+            return Proposed(props, 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels)
         if not learned:
-            return Proposed(props, 1000.0 * (time.perf_counter() - t0), small)
+            return Proposed(props, 1000.0 * (time.perf_counter() - t0), small, colour_pixels=pixels)
         props += tuple(self.sign_map.propose(frame_bgr, small))
-        return Proposed(props, 1000.0 * (time.perf_counter() - t0))
+        return Proposed(props, 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels, map_ran=True)
 
-    def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> tuple[Proposal, ...]:
+    def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> Proposed:
         """The proposal stage inside each window only (around a sign followed from earlier frames), with the cues
         of the window's colour: its best ``per_window`` proposals each, in frame coordinates. A few small windows
         cost a fraction of a frame."""
+        t0 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
         base = replace(self.proposals, max_proposals=per_window, per_cue=1)
         out: list[Proposal] = []
+        pixels = 0
         for window in windows:
             box = clamp_box(window.box, w, h)
             cues = tuple(c for c in base.cues if window.colour in (None, c.colour))
             if box is None or not cues:
                 continue
             x1, y1, x2, y2 = _even(box, w, h)
+            pixels += int((x2 - x1) * (y2 - y1) * base.scale ** 2)
             for p in propose(frame_bgr[y1:y2, x1:x2], replace(base, cues=cues), self.ranker):
                 bx1, by1, bx2, by2 = p.box
                 out.append(Proposal((bx1 + x1, by1 + y1, bx2 + x1, by2 + y1), p.cue, p.score))
-        return tuple(out)
+        return Proposed(tuple(out), 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels)
 
     def run(self, frame_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | None = None, *,
             proposed: Proposed | None = None,
@@ -170,19 +201,20 @@ class FramePipeline:
         """
         t0 = time.perf_counter()
         check_frame(frame_bgr)
-        ahead_ms = None
         if boxes is not None:
-            rois = tuple(Proposal(tuple(b), GIVEN, 1.0) for b in boxes)  # type: ignore[arg-type]
+            stage = Proposed(tuple(Proposal(tuple(b), GIVEN, 1.0) for b in boxes), 0.0)  # type: ignore[arg-type]
         elif windows is not None:
-            rois = self.propose_in(frame_bgr, windows)
+            stage = self.propose_in(frame_bgr, windows)
         elif proposed is not None:
-            rois, ahead_ms = proposed.rois, proposed.ms
+            stage = proposed
             if proposed.small is not None and self.sign_map is not None:
                 t_map = time.perf_counter()
-                rois += tuple(self.sign_map.propose(frame_bgr, proposed.small))
-                ahead_ms += 1000.0 * (time.perf_counter() - t_map)
+                mapped = tuple(self.sign_map.propose(frame_bgr, proposed.small))
+                stage = Proposed(proposed.rois + mapped, proposed.ms + 1000.0 * (time.perf_counter() - t_map),
+                                 colour_pixels=proposed.colour_pixels, map_ran=True)
         else:
-            rois = self.propose(frame_bgr).rois
+            stage = self.propose(frame_bgr)
+        rois = stage.rois
         t1 = time.perf_counter()
         index, kept, x = crop_rois(frame_bgr, [r.box for r in rois], self.classifier.preprocess)
         t2 = time.perf_counter()
@@ -194,19 +226,23 @@ class FramePipeline:
         signs = keep_signs([d for d in classified if d is not None], self.overlap_iou)
         t4 = time.perf_counter()
         unconfirmed: list[Detection] = []
+        looked = 0
         t5 = t4
         if self.second_look and boxes is None:
-            signs, unconfirmed = self.look_again(frame_bgr, signs)
+            signs, unconfirmed, looked = self.look_again(frame_bgr, signs)
             t5 = time.perf_counter()
-        ms = StageTimes(ahead_ms if ahead_ms is not None else 1000.0 * (t1 - t0),
-                        *(1000.0 * v for v in (t2 - t1, t3 - t2, t4 - t3, t5 - t0, t5 - t4)))
-        return FrameResult(tuple(signs), rois, tuple(classified), ms, tuple(unconfirmed))
+        proposals_ms = stage.ms if proposed is not None else 1000.0 * (t1 - t0)
+        ms = StageTimes(proposals_ms, *(1000.0 * v for v in (t2 - t1, t3 - t2, t4 - t3, t5 - t0, t5 - t4)))
+        cost = FrameCost(len(index), looked, self.classifier.macs_per_crop,
+                         self.sign_map.macs if stage.map_ran and self.sign_map is not None else 0, stage.colour_pixels)
+        return FrameResult(tuple(signs), rois, tuple(classified), ms, tuple(unconfirmed), cost)
 
-    def look_again(self, frame_bgr: np.ndarray, signs: Sequence[Detection]) -> tuple[list[Detection], list[Detection]]:
-        """(kept, dropped): each detection cropped again at ``SECOND_LOOK_SCALES`` times its box, in one invoke, and
-        kept when at least ``SECOND_LOOK_VOTES`` of the crops are read as its class."""
+    def look_again(self, frame_bgr: np.ndarray,
+                   signs: Sequence[Detection]) -> tuple[list[Detection], list[Detection], int]:
+        """(kept, dropped, crops read): each detection cropped again at ``SECOND_LOOK_SCALES`` times its box, in one
+        invoke, and kept when at least ``SECOND_LOOK_VOTES`` of the crops are read as its class."""
         if not signs:
-            return [], []
+            return [], [], 0
         n = len(SECOND_LOOK_SCALES)
         boxes = [rescaled(d.box, s) for d in signs for s in SECOND_LOOK_SCALES]
         index, _, x = crop_rois(frame_bgr, boxes, self.classifier.preprocess)
@@ -216,7 +252,7 @@ class FramePipeline:
             sign = signs[i // n]
             votes[i // n] += pred.known and pred.class_id == sign.prediction.class_id
         kept = [d for d, v in zip(signs, votes) if v >= SECOND_LOOK_VOTES]
-        return kept, [d for d, v in zip(signs, votes) if v < SECOND_LOOK_VOTES]
+        return kept, [d for d, v in zip(signs, votes) if v < SECOND_LOOK_VOTES], len(index)
 
 
 class ProposalsAhead:

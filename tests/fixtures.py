@@ -93,5 +93,5 @@ def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
     run = tmp_path_factory.mktemp("export") / "run"
     shutil.copytree(trained_run, run)
-    assert export_all.main(["--model", str(run), "--calib-samples", "150", *LOOSE_GATE]) == 0
+    assert export_all.main(["--run", str(run), "--calib-samples", "150", *LOOSE_GATE]) == 0
     return run

@@ -20,11 +20,12 @@ from camera_demo.display import window_unavailable
 from camera_demo.outputs import JsonlWriter, VideoSaver
 from camera_demo.server import FrameBoard, MjpegServer
 from camera_demo.sources import Frame, Picamera2Source, SourceError, open_source
-from camera_demo.tracking import Tracker
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier, Detection, Prediction
 from runtime.machine import describe_cpu
 from runtime.pipeline import FramePipeline
+from runtime.stream import StreamOptions
+from runtime.tracking import Tracker
 from tests import synth
 
 
@@ -88,7 +89,7 @@ def test_video_to_jsonl_video_snapshots_and_summary(exported, video, tmp_path, c
 def test_image_folder_loops_and_fixed_rois(exported, frames_dir, tmp_path):
     build = build_file(exported, BUILDS["onnx-int8"])
     jsonl = tmp_path / "f.jsonl"
-    assert demo_cli.main(["--build", str(build), "--source", str(frames_dir), "--headless", "--loop", "--frames", "7",
+    assert demo_cli.main(["--build", str(build), "--source", str(frames_dir), "--headless", "--loop", "--max-frames", "7",
                           "--roi", "10,10,60,60", "30,20,90,80", "--threshold", "0", "--jsonl", str(jsonl)]) == 0
     lines = _lines(jsonl)
     assert [r["frame"] for r in lines] == list(range(7))  # 3 images, played again and again
@@ -201,7 +202,7 @@ class _Frames:
 def test_smoothing_in_the_demo_loop(tmp_path):
     clf = types.SimpleNamespace(class_names=("c0", "c1", "c2"))
     jsonl = tmp_path / "s.jsonl"
-    run_demo(_Frames(10), _Flicker(clf), DemoOptions(smooth=5), Sinks(jsonl=JsonlWriter(jsonl)), log=lambda m: None)
+    run_demo(_Frames(10), _Flicker(clf), DemoOptions(StreamOptions(smooth=5)), Sinks(jsonl=JsonlWriter(jsonl)), log=lambda m: None)
     labels = [r["detections"][0]["class_id"] for r in _lines(jsonl)]
     raw = [r["detections"][0]["frame_class_id"] for r in _lines(jsonl)]
     assert labels == [1] * 10 and 2 in raw
@@ -357,7 +358,7 @@ def test_bad_flags(tmp_path, capsys):
 
 def test_drive_video_and_its_ground_truth(frames_dir, tmp_path):
     out = tmp_path / "drive.avi"
-    assert drive.main(["--data", str(frames_dir), "--out", str(out), "--steps", "4", "--zoom", "1.5", "--quiet"]) == 0
+    assert drive.main(["--frames", str(frames_dir), "--out", str(out), "--steps", "4", "--zoom", "1.5", "--quiet"]) == 0
     gt = drive.read_jsonl(tmp_path / "drive_gt.jsonl", "--gt")
     assert _count_frames(out) == len(gt) == 12
     first, last = gt[0], gt[3]
@@ -407,7 +408,7 @@ def test_the_demo_runs_the_same_pipeline_as_bench(exported, video, tmp_path):
     """One code path: the demo's detections on a frame are FramePipeline.run's on that frame."""
     build = build_file(exported, BUILDS["tflite-int8"])
     jsonl = tmp_path / "p.jsonl"
-    assert demo_cli.main(["--build", str(build), "--source", str(video), "--headless", "--frames", "1", "--threshold", "0",
+    assert demo_cli.main(["--build", str(build), "--source", str(video), "--headless", "--max-frames", "1", "--threshold", "0",
                           "--jsonl", str(jsonl), "--threads", "1"]) == 0
     frame = cv2.VideoCapture(str(video)).read()[1]
     expected = FramePipeline(Classifier.from_build(build, threads=1, threshold=0.0)).run(frame)

@@ -68,7 +68,7 @@ def test_int8_builds_are_integer_and_small(exported):
 
 def test_int8_io_for_integer_only_accelerators(exported, tmp_path):
     out = tmp_path / "io_int8.tflite"
-    assert export_tflite.main(["--int8", "--model", str(exported), "--io-dtype", "int8", "--out", str(out),
+    assert export_tflite.main(["--int8", "--run", str(exported), "--io-dtype", "int8", "--out", str(out),
                                "--calib-samples", "150", *LOOSE]) == 0
     side = json.loads(sidecar_of(out).read_text())
     assert side["input"]["dtype"] == "int8" and side["input"]["quantization"]["scale"] > 0
@@ -101,7 +101,7 @@ def test_broken_calibration_fails_the_gate_and_writes_nothing(exported, tmp_path
     bad = tmp_path / "blank.npz"
     np.savez(bad, images=np.full((200, 16, 16, 3), 128, np.uint8), labels=np.arange(200) % 4)
     out = tmp_path / "bad_int8.tflite"
-    rc = export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(bad), "--out", str(out), *LOOSE])
+    rc = export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(bad), "--out", str(out), *LOOSE])
     captured = capsys.readouterr()
     assert rc == 1
     assert "FAIL" in captured.out and "worst classes" in captured.out
@@ -145,37 +145,37 @@ def test_no_trained_model(tmp_path, monkeypatch, capsys):
 
 def test_path_is_not_a_keras_model(tmp_path, capsys):
     (tmp_path / "model.keras").write_text("not a model")
-    assert export_tflite.main(["--model", str(tmp_path)]) == 1
+    assert export_tflite.main(["--run", str(tmp_path)]) == 1
     assert "is not a training run" in _err(capsys)
 
 
 def test_calibration_data_missing(exported, tmp_path, capsys):
-    assert export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(tmp_path / "nope")]) == 1
+    assert export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(tmp_path / "nope")]) == 1
     assert "--calib-data" in _err(capsys)
 
 
 def test_calibration_data_too_small(exported, tmp_path, capsys):
     small = tmp_path / "small.npz"
     np.savez(small, images=np.zeros((40, 16, 16, 3), np.uint8), labels=np.zeros(40, np.int64))
-    assert export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(small)]) == 1
+    assert export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(small)]) == 1
     assert "has only 40 images" in _err(capsys)
 
 
 def test_calibration_data_of_another_size_or_class_count(exported, tmp_path, capsys):
     wrong_size = tmp_path / "size.npz"
     np.savez(wrong_size, images=np.zeros((150, 32, 32, 3), np.uint8), labels=np.zeros(150, np.int64))
-    assert export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(wrong_size)]) == 1
+    assert export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(wrong_size)]) == 1
     assert "model takes (16, 16, 3)" in _err(capsys)
     wrong_classes = tmp_path / "classes.npz"
     np.savez(wrong_classes, images=np.zeros((150, 16, 16, 3), np.uint8), labels=np.arange(150) % 43)
-    assert export_tflite.main(["--int8", "--model", str(exported), "--calib-data", str(wrong_classes)]) == 1
+    assert export_tflite.main(["--int8", "--run", str(exported), "--calib-data", str(wrong_classes)]) == 1
     assert "labels outside 0..3" in _err(capsys)
 
 
 def test_output_not_writable(exported, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert export_tflite.main(["--model", str(exported), "--out", str(blocker / "m.tflite")]) == 1
+    assert export_tflite.main(["--run", str(exported), "--out", str(blocker / "m.tflite")]) == 1
     assert "not writable" in _err(capsys)
 
 
@@ -187,7 +187,7 @@ def test_interrupted_export_leaves_no_partial_file(exported, tmp_path, monkeypat
 
     monkeypatch.setattr(builder, "verify_build", interrupted)
     out = tmp_path / "m_int8.tflite"
-    assert export_tflite.main(["--int8", "--model", str(exported), "--out", str(out)]) == 130
+    assert export_tflite.main(["--int8", "--run", str(exported), "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []
 
 
@@ -230,5 +230,5 @@ def test_corrupt_keras_file_in_a_run(exported, tmp_path, capsys):
     for name in ("metadata.json", "split.json"):
         shutil.copy(exported / name, run / name)
     (run / "model.keras").write_bytes(b"PK\x03\x04 truncated zip")
-    assert export_tflite.main(["--model", str(run)]) == 1
+    assert export_tflite.main(["--run", str(run)]) == 1
     assert "is not a loadable Keras model" in _err(capsys)

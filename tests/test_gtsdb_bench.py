@@ -44,7 +44,7 @@ def test_bench_gtsdb_without_the_second_look_keeps_every_detection(exported, gts
     build = build_file(exported, BUILDS["tflite-int8"])
     rows = {}
     for flags in ((), ("--no-second-look",)):
-        assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+        assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
                            "--repeat", "1", "--threshold", "0", "--json", *flags]) == 0
         (rows[flags],) = json.loads(capsys.readouterr().out)
     on, off = rows[()], rows[("--no-second-look",)]
@@ -56,7 +56,7 @@ def test_bench_gtsdb_without_the_second_look_keeps_every_detection(exported, gts
 @pytest.mark.slow
 def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys):
     build = build_file(exported, BUILDS["tflite-int8"])
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--threads", "1", "2", "--json"]) == 0
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--threads", "1", "2", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert {(s["proposals"], s["threads"]) for s in scores} == {("builtin", 1), ("gt", 1), ("builtin", 2), ("gt", 2)}
     for s in scores:
@@ -67,25 +67,25 @@ def test_bench_gtsdb_scores_gt_and_builtin_proposals(exported, gtsdb_dir, capsys
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is not None
         else:
             assert s["proposal_recall"] == 1.0 and s["top1_accuracy"] is None
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "gt", "--threads", "1",
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--proposals", "gt", "--threads", "1",
                        "--repeat", "1"]) == 0
     text = capsys.readouterr().out
     assert "top1" in text and f"timed on {describe_cpu()}" in text
     with pytest.raises(SystemExit) as e:
-        gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--repeat", "0"])
+        gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--repeat", "0"])
     assert e.value.code == 2
 
 
 def test_bench_gtsdb_overlap_scores_the_same_as_one_frame_after_the_other(exported, gtsdb_dir, capsys):
     build = build_file(exported, BUILDS["tflite-int8"])
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
                        "--repeat", "1", "--overlap", "--json"]) == 0
     plain, ahead = json.loads(capsys.readouterr().out)
     assert (plain["overlap"], ahead["overlap"]) == (False, True)
     counts = ("proposals_per_frame", "signs_proposed", "true_positives", "detections", "precision", "recall", "f1")
     assert {k: ahead[k] for k in counts} == {k: plain[k] for k in counts}
     assert ahead["ms"]["total"] > 0 and ahead["fps"] > 0
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--proposals", "builtin", "--threads", "1",
                        "--repeat", "1", "--overlap"]) == 0
     assert "builtin+ahead" in capsys.readouterr().out
 
@@ -108,7 +108,7 @@ def test_bench_gtsdb_overlap_splits_the_cores_as_the_camera_demo(exported, gtsdb
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)  # so that the overlapped setting's own OpenCV thread count shows
     try:
-        assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--proposals", "builtin", "--threads", "2",
+        assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--proposals", "builtin", "--threads", "2",
                            "--repeat", "1", "--overlap", "--json"]) == 0
         assert cv2.getNumThreads() == 1  # restored after the overlapped setting
     finally:
@@ -120,14 +120,14 @@ def test_bench_gtsdb_overlap_splits_the_cores_as_the_camera_demo(exported, gtsdb
 
 def test_bench_gtsdb_bad_build_or_folder(tmp_path, capsys):
     (tmp_path / "model_int8.tflite").write_bytes(b"x")
-    assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--data", str(tmp_path)]) == 1
+    assert gtsdb.main(["--build", str(tmp_path / "model_int8.tflite"), "--frames", str(tmp_path)]) == 1
     assert "no metadata sidecar" in capsys.readouterr().err  # a BuildError, reported in one line
 
 
 @pytest.mark.slow
 def test_bench_gtsdb_folder_without_annotations(exported, tmp_path, capsys):
     build = build_file(exported, BUILDS["tflite-int8"])
-    assert gtsdb.main(["--build", str(build), "--data", str(tmp_path)]) == 1
+    assert gtsdb.main(["--build", str(build), "--frames", str(tmp_path)]) == 1
     assert "has no gt.txt" in capsys.readouterr().err  # a RoiError, reported in one line
 
 
@@ -145,30 +145,30 @@ def test_match_needs_the_right_class():
 
 @pytest.mark.slow
 def test_bench_gtsdb_leaves_out_the_frames_that_fitted_its_ranker(exported, gtsdb_dir, tmp_path, capsys):
-    from train import proposals as fit_cmd
+    from train.frames import ranker as fit_cmd
 
     ranker = tmp_path / "ranker.json"
     assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--out", str(ranker), "--quiet"]) == 0
     capsys.readouterr()
     build = build_file(exported, BUILDS["tflite-int8"])
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--ranker", str(ranker), "--threads", "1", "--json"]) == 0
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--ranker", str(ranker), "--threads", "1", "--json"]) == 0
     out = capsys.readouterr()
     assert "leaving out 2 frames" in out.err
     assert {s["frames"] for s in json.loads(out.out)} == {1}  # only 00001 was not fitted on
-    assert gtsdb.main(["--build", str(build), "--data", str(gtsdb_dir), "--ranker", str(ranker), "--frames", "even"]) == 1
+    assert gtsdb.main(["--build", str(build), "--frames", str(gtsdb_dir), "--ranker", str(ranker), "--subset", "even"]) == 1
     assert "score other frames" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_bench_gtsdb_pools_two_folds(exported, gtsdb_dir, tmp_path, capsys):
-    from train import proposals as fit_cmd
+    from train.frames import ranker as fit_cmd
 
     rankers = [tmp_path / f"{subset}.json" for subset in ("even", "odd")]
     for subset, path in zip(("even", "odd"), rankers):
         assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", subset, "--out", str(path), "--quiet"]) == 0
     capsys.readouterr()
     build = str(build_file(exported, BUILDS["tflite-int8"]))
-    assert gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers), "--data", str(gtsdb_dir),
+    assert gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers), "--frames", str(gtsdb_dir),
                        "--proposals", "builtin", "--threads", "1", "--repeat", "1", "--json"]) == 0
     even_fit, odd_fit, pooled = json.loads(capsys.readouterr().out)
     assert (even_fit["frames"], odd_fit["frames"], pooled["frames"]) == (1, 2, 3)  # each fold on the other's frames
@@ -176,7 +176,7 @@ def test_bench_gtsdb_pools_two_folds(exported, gtsdb_dir, tmp_path, capsys):
     assert pooled["true_positives"] == even_fit["true_positives"] + odd_fit["true_positives"]
     assert pooled["recall"] == pytest.approx(pooled["true_positives"] / 12)
     with pytest.raises(SystemExit) as e:
-        gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers * 2), "--data", str(gtsdb_dir)])
+        gtsdb.main(["--build", build, build, "--ranker", *map(str, rankers * 2), "--frames", str(gtsdb_dir)])
     assert e.value.code == 2
 
 

@@ -43,7 +43,7 @@ def gtsdb_dir(tmp_path_factory):
 
 
 def test_proposal_stage_reasons(gtsdb_dir, capsys):
-    assert misses.main(["--data", str(gtsdb_dir), "--json"]) == 0
+    assert misses.main(["--frames", str(gtsdb_dir), "--json"]) == 0
     fates = json.loads(capsys.readouterr().out)
     assert len(fates) == 14
     reasons = {(f["frame"], f["reason"]) for f in fates}
@@ -52,7 +52,7 @@ def test_proposal_stage_reasons(gtsdb_dir, capsys):
     road = next(f for f in fates if f["frame"] == "00001" and f["reason"] == "none")
     assert road["best_iou"] < 0.3 and road["side"] == 41  # gt.txt corners are inclusive: 300..340 is 41 px
 
-    assert misses.main(["--data", str(gtsdb_dir)]) == 0
+    assert misses.main(["--frames", str(gtsdb_dir)]) == 0
     out = capsys.readouterr().out
     assert "the proposal stage on 3 frames" in out and "(14 signs)" in out
     assert "| all | 14 | 12 | 0 | 1 | 1 | 0.857 |" in out
@@ -68,7 +68,7 @@ def test_pipeline_reasons_with_a_build(exported, gtsdb_dir, capsys):
     by_frame = {(f.frame, f.reason) for f in d.fates}
     assert ("00001", "none") in by_frame and ("00000", "near") in by_frame
     assert d.class_names == list(read_metadata(build)["class_names"])
-    assert misses.main(["--data", str(gtsdb_dir), "--build", str(build)]) == 0
+    assert misses.main(["--frames", str(gtsdb_dir), "--build", str(build)]) == 0
     out = capsys.readouterr().out
     assert "| group | signs | hit | misread | unconfirmed | rejected | loose | cut | near | none | hit share |" in out
     assert f"{len(d.false)} false detections, by the cue" in out
@@ -100,10 +100,10 @@ def test_false_detections_get_the_kind_of_the_sign_they_overlap_most():
 
 def test_bad_iou_flags_exit_2(gtsdb_dir):
     with pytest.raises(SystemExit) as e:
-        misses.main(["--data", str(gtsdb_dir), "--near", "0.6", "--iou", "0.5"])
+        misses.main(["--frames", str(gtsdb_dir), "--near", "0.6", "--iou", "0.5"])
     assert e.value.code == 2
 
 
 def test_folder_without_gt_is_one_line(tmp_path, capsys):
-    assert misses.main(["--data", str(tmp_path)]) == 1
+    assert misses.main(["--frames", str(tmp_path)]) == 1
     assert "has no gt.txt" in capsys.readouterr().err

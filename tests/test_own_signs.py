@@ -143,7 +143,7 @@ def test_an_extended_run_is_an_ordinary_run(extended):
     from runtime.builds import BUILDS, build_file
     from runtime.classifier import Classifier
 
-    assert export_tflite.main(["--int8", "--model", str(extended), "--calib-samples", "150", *LOOSE_GATE]) == 0
+    assert export_tflite.main(["--int8", "--run", str(extended), "--calib-samples", "150", *LOOSE_GATE]) == 0
     clf = Classifier.from_build(build_file(extended, BUILDS["tflite-int8"]))
     assert clf.class_names[-2:] == tuple(NEW)
     val = Run.open(extended).split("val")  # rebuilt: the run's own held-out tracks plus the held-out added photos

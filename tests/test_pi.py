@@ -2,7 +2,7 @@
 
 Opt-in and out of CI (minutes under qemu): ``SIGNKIT_PI_EMULATE=path/to/pi-emulate.sh bash test.sh -m pi``.
 
-* ``test_runtime_runs_on_emulated_pi``: what ``pip install signkit[pi]`` installs (numpy, OpenCV and
+* ``test_runtime_runs_on_emulated_pi``: what ``pip install signkit[runtime]`` installs (numpy, OpenCV and
   ai-edge-litert from pip; no TensorFlow) classifies ROIs and proposes boxes.
 * ``test_camera_demo_on_emulated_pi_matches_x86``: apt's numpy 1.24 and OpenCV 4.6, the project
   installed by the README's own line (``bash camera_demo/pi/install.sh``), the demo run headless on
@@ -87,7 +87,7 @@ def test_camera_demo_on_emulated_pi_matches_x86(exported, tmp_path):
     build = _copy_build(Path(os.environ.get("SIGNKIT_PI_BUILD") or build_file(exported, BUILDS["tflite-int8"])), work)
     root = shared_data()
     frames = root / "gtsdb" if root and (root / "gtsdb").is_dir() else synth.write_gtsdb(tmp_path / "frames", frames=2)
-    assert drive.main(["--data", str(frames), "--out", str(work / "drive.mkv"), "--limit", "2", "--steps", "3", "--quiet"]) == 0
+    assert drive.main(["--frames", str(frames), "--out", str(work / "drive.mkv"), "--max-frames", "2", "--steps", "3", "--quiet"]) == 0
 
     assert demo_cli.main(["--build", str(build), "--source", str(work / "drive.mkv"), "--headless", "--threads", "2",
                           "--jsonl", str(tmp_path / "x86.jsonl")]) == 0

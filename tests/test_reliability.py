@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bench import gtsdb
+from bench.evaluate import main as eval_main
 from export import all as export_all
 from export import tflite as export_tflite
 from runtime.annotations import read_gtsdb
@@ -29,7 +30,6 @@ from tests import synth
 from tests.fixtures import LOOSE_GATE
 from train.__main__ import main as train_main
 from train.data import load_dataset
-from train.evaluate import main as eval_main
 
 
 def _err(capsys) -> str:
@@ -139,7 +139,7 @@ def test_export_removes_what_an_interrupted_export_left(exported, tmp_path):
     stale = [run / ".model_int8.tflite.k3j2.part", run / ".model_int8.tflite.k3j2.part.json"]
     for p in stale:
         p.write_bytes(b"half")
-    assert export_tflite.main(["--int8", "--model", str(run), "--calib-samples", "120", *LOOSE_GATE]) == 0
+    assert export_tflite.main(["--int8", "--run", str(run), "--calib-samples", "120", *LOOSE_GATE]) == 0
     assert not any(p.exists() for p in stale)
     assert not list(run.glob(".*part*"))
 
@@ -169,7 +169,7 @@ def test_gt_boxes_are_paired_with_their_own_annotations_when_one_is_dropped(expo
     # A box wholly outside the frame first: it is dropped, and the other boxes must keep their classes.
     (folder / "gt.txt").write_text("\n".join(["00000.ppm;900;900;950;950;1", *lines]) + "\n")
     build = build_file(exported, BUILDS["tflite-f32"])
-    assert gtsdb.main(["--build", str(build), "--data", str(folder), "--proposals", "gt", "--threads", "1",
+    assert gtsdb.main(["--build", str(build), "--frames", str(folder), "--proposals", "gt", "--threads", "1",
                        "--repeat", "1", "--json"]) == 0
     score = json.loads(capsys.readouterr().out)[0]
     clf = Classifier.from_build(build)
@@ -254,9 +254,9 @@ def test_metadata_that_is_not_json_is_one_line(exported, tmp_path, capsys):
     run.mkdir()
     shutil.copy(exported / "model.keras", run / "model.keras")
     (run / "metadata.json").write_text("{truncated")
-    assert eval_main(["--model", str(run), "--split", "val"]) == 1
+    assert eval_main(["--run", str(run), "--split", "val"]) == 1
     assert "metadata.json is not readable JSON" in _err(capsys)
-    assert export_tflite.main(["--model", str(run)]) == 1
+    assert export_tflite.main(["--run", str(run)]) == 1
     assert "metadata.json is not readable JSON" in _err(capsys)
 
 
@@ -284,7 +284,7 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(exported, tmp_
 
     monkeypatch.setattr(Path, "write_bytes", full)
     out = tmp_path / "m_int8.tflite"
-    assert export_tflite.main(["--int8", "--model", str(exported), "--out", str(out)]) == 1
+    assert export_tflite.main(["--int8", "--run", str(exported), "--out", str(out)]) == 1
     err = _err(capsys)
     assert f"cannot write {out} (No space left on device)" in err
     assert list(tmp_path.iterdir()) == []

@@ -35,7 +35,7 @@ def reported(exported, tmp_path_factory):
     run = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(exported, run)
     lat = _latency_json(run / "bench.json", list(BUILDS))
-    assert report.main(["--artifacts", str(run), "--latency-json", str(lat)]) == 0
+    assert report.main(["--run", str(run), "--latency-json", str(lat)]) == 0
     return run
 
 
@@ -61,7 +61,7 @@ def test_a_bad_latency_json_is_refused_before_the_evaluation(exported, tmp_path,
     """A --latency-json that is not pytest-benchmark JSON stops the report at once, with one line naming the flag."""
     bad = tmp_path / "bench.json"
     bad.write_text("{not json")
-    assert report.main(["--artifacts", str(exported), "--latency-json", str(bad), "--out", str(tmp_path / "r")]) == 1
+    assert report.main(["--run", str(exported), "--latency-json", str(bad), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "--latency-json" in err and str(bad) in err and "evaluating" not in err
     assert not (tmp_path / "r").exists()
@@ -90,7 +90,7 @@ def test_report_page_renders_in_a_browser(reported, tmp_path):
 
 def test_compare_shows_deltas(reported, tmp_path):
     other = reported / "report/report.json"
-    assert report.main(["--artifacts", str(reported), "--no-latency", "--compare", str(other), "--out", str(tmp_path)]) == 0
+    assert report.main(["--run", str(reported), "--no-latency", "--compare", str(other), "--out", str(tmp_path)]) == 0
     rec = json.loads((tmp_path / "report.json").read_text())
     rows = {r["build"]: r for r in rec["compare"]}
     assert rows["tflite-int8"]["accuracy_delta"] == pytest.approx(0.0)
@@ -99,5 +99,5 @@ def test_compare_shows_deltas(reported, tmp_path):
 
 
 def test_report_refuses_a_run_without_builds(trained_run, capsys):
-    assert report.main(["--artifacts", str(trained_run), "--no-latency"]) == 1
+    assert report.main(["--run", str(trained_run), "--no-latency"]) == 1
     assert "has no builds" in capsys.readouterr().err

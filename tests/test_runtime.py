@@ -295,11 +295,12 @@ def test_second_look_keeps_a_detection_when_two_of_three_recrops_read_its_class(
     real_crop = pipeline.crop_rois
     monkeypatch.setattr(pipeline, "crop_rois", lambda f, boxes, spec: crops.append(list(boxes)) or real_crop(f, boxes, spec))
     monkeypatch.setattr(clf, "predict_proba", fake_proba)
-    kept, dropped = pipe.look_again(frame, signs)
+    kept, dropped, looked = pipe.look_again(frame, signs)
     assert [d.prediction.class_id for d in kept] == [1, 3] and [d.prediction.class_id for d in dropped] == [2]
     assert seen == [9]  # one invoke for every re-crop of the frame
     assert crops[0][:3] == [pipeline.rescaled((10, 10, 50, 50), s) for s in pipeline.SECOND_LOOK_SCALES]
-    assert pipe.look_again(frame, []) == ([], [])
+    assert looked == 3 * len(signs)
+    assert pipe.look_again(frame, []) == ([], [], 0)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 # Install signkit's runtime and camera demo on Raspberry Pi OS (bookworm, 64-bit), keeping apt's numpy,
 # OpenCV and picamera2. Run it from anywhere inside the checkout:   bash camera_demo/pi/install.sh
 #   SIGNKIT_NO_PICAMERA=1   skip python3-picamera2 (USB cameras, videos and folders only)
+#   SIGNKIT_ONNX=1          also onnxruntime, to run .onnx builds (on a Pi 4, without int8 dot products, ONNX int8
+#                           can be the faster build: time both with bench.gtsdb)
 #   SIGNKIT_VENV=path       where the venv goes (default: .venv in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +21,9 @@ VENV=${SIGNKIT_VENV:-.venv}
 python3 -m venv --system-site-packages "$VENV"
 # --no-deps: signkit itself pulls nothing (its opencv-python-headless would shadow apt's GUI-capable OpenCV).
 "$VENV/bin/pip" install -q --no-deps -e .
-"$VENV/bin/pip" install -q -c camera_demo/pi/constraints.txt ai-edge-litert
+backends=(ai-edge-litert)
+[ "${SIGNKIT_ONNX:-0}" = 1 ] && backends+=(onnxruntime)
+"$VENV/bin/pip" install -q -c camera_demo/pi/constraints.txt "${backends[@]}"
 "$VENV/bin/python" - <<'PY'
 import cv2, numpy, platform
 from runtime.backends import load_tflite_interpreter_class
