@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from export.inputs import Calibration, ExportInputs, load_inputs
-from export.metadata import build_metadata, embed_onnx_metadata, io_details, sidecar_text
+from export.metadata import build_metadata
 from export.recipes import RECIPES, ConvertJob
 from export.report import write_report
-from export.verify import DEFAULT_MAX_REJECT, Gate, Verification, pick_threshold, predict_all, verify_build
-from runtime.atomic import ensure_writable_dir, folder_lock, publish, remove_stale_parts
-from runtime.builds import BUILDS, BuildSpec, build_file, sidecar_of
-from runtime.classifier import Classifier
+from export.verify import DEFAULT_MAX_REJECT, Gate, Verification, check_candidate
+from runtime.atomic import locked_work_folder, publish
+from runtime.builds import BUILDS, BuildSpec, build_file, sidecar_of, write_sidecar
 from runtime.errors import ConfigError
 from train.runs import Run
 
@@ -67,44 +66,39 @@ def export_build(inputs: ExportInputs, name: str, out: Path | None = None,
     """
     if name not in BUILDS:
         raise ConfigError(f"unknown build {name!r}; choose one of {', '.join(BUILDS)}")
-    spec, recipe, run = BUILDS[name], RECIPES[name], inputs.run
+    spec, recipe = BUILDS[name], RECIPES[name]
     options = options or ExportOptions()
-    out = Path(out) if out else build_file(run.path, spec)
+    out = Path(out) if out else build_file(inputs.run.path, spec)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     os.close(fd)
     tmp = Path(tmp_name)
-    side = Path(f"{tmp}.json")
     t0 = time.perf_counter()
     try:
         recipe.convert(ConvertJob(inputs.model, inputs.spec, inputs.calib, options.io_dtype, options.keep_float), tmp)
         convert_s = time.perf_counter() - t0 if recipe.calibrated else None
-        clf = Classifier(tmp, build_metadata(run, spec, {"input": {}, "output": {}}), spec)
         analysis = recipe.analyse(tmp)
-        verification, threshold, rule = None, 0.0, None
-        if options.verify:
-            probs = predict_all(clf, inputs.verify_x)
-            verification = verify_build(clf, spec, probs, inputs.verify_y, inputs.float_probs, options.gate)
-            threshold = pick_threshold(probs, inputs.verify_y, options.max_reject)
-            rule = f"keeps {100 * (1 - options.max_reject):g} % of correct validation predictions"
-        size_kb = tmp.stat().st_size / 1024
+        meta = build_metadata(inputs.run, spec, keep_float=options.keep_float)
+        # The converted model runs through the runtime as a deployed build will; its figures complete the metadata.
+        found = check_candidate(tmp, meta, spec, inputs.verify_x, inputs.verify_y, inputs.float_probs,
+                                options.gate if options.verify else None, options.max_reject)
+        verification = found.verification
+        meta["input"].update(found.io["input"])
+        meta["output"].update(found.io["output"])
+        meta.update(threshold=found.threshold, threshold_rule=found.threshold_rule,
+                    verification=verification.to_dict() if verification else None)
         if verification is not None and not verification.passed:
-            return BuildResult(spec, None, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
-        # The metadata is made once, with the threshold and the verification figures, for the file and the sidecar.
-        meta = build_metadata(run, spec, io_details(clf.backend), threshold=threshold, threshold_rule=rule,
-                              verification=verification.to_dict() if verification else None, keep_float=options.keep_float)
-        if spec.backend == "onnx":
-            embed_onnx_metadata(tmp, meta)
-        side.write_text(sidecar_text(tmp, meta))
+            return BuildResult(spec, None, tmp.stat().st_size / 1024, time.perf_counter() - t0, convert_s, verification,
+                               analysis)
+        if recipe.embed is not None:
+            recipe.embed(tmp, meta)
         size_kb = tmp.stat().st_size / 1024
+        write_sidecar(tmp, meta, sidecar_of(out))
         publish(tmp, out)
-        publish(side, sidecar_of(out))
         return BuildResult(spec, out, size_kb, time.perf_counter() - t0, convert_s, verification, analysis)
     except OSError as err:  # the disk, not the build: name the file the user asked for
         raise OSError(err.errno, err.strerror, str(out)) from None
     finally:
-        for leftover in (tmp, side):
-            if leftover.exists():
-                leftover.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def export_builds(run: Run, names: Sequence[str], *, calibration: Calibration | None = None,
@@ -113,7 +107,7 @@ def export_builds(run: Run, names: Sequence[str], *, calibration: Calibration | 
     """Export ``names`` from one loaded run and merge them into RUN/export_report.{json,md}.
 
     ``out`` (one build only) writes elsewhere than beside the run. The folder is locked while builds
-    are written, and temp files an interrupted export left there are removed.
+    are written; temp files and temp space an interrupted export left there are removed.
 
     Raises:
         ConfigError: bad names, calibration data or output folder.
@@ -123,13 +117,10 @@ def export_builds(run: Run, names: Sequence[str], *, calibration: Calibration | 
         raise ConfigError(f"unknown build(s) {', '.join(unknown)}; choose from {', '.join(BUILDS)}")
     if out is not None and len(names) != 1:
         raise ConfigError("--out names one file: export one build at a time with it")
-    folder = ensure_writable_dir(Path(out).parent if out else run.path)
     print(f"loading {run.path} and its calibration/verification data ...", file=sys.stderr)
-    calibration, options = calibration or Calibration(), options or ExportOptions()
-    inputs = load_inputs(run, calibration, verify_samples=verify_samples,
+    inputs = load_inputs(run, calibration or Calibration(), verify_samples=verify_samples,
                          need_calibration=any(RECIPES[n].calibrated for n in names))
-    with folder_lock(folder, "export"):
-        remove_stale_parts(folder)
+    with locked_work_folder(Path(out).parent if out else run.path, "export"):
         results = []
         for name in names:
             print(f"exporting {name} ...", file=sys.stderr)

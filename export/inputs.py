@@ -77,35 +77,36 @@ def _from_dataset(run: Run, path: Path) -> tuple[np.ndarray, np.ndarray, Split |
     return other.images, other.labels, None
 
 
+def _sources(run: Run, cal: Path | None) -> tuple[np.ndarray, np.ndarray, Split | None]:
+    """The calibration pool (images, labels) and the verification set: the run's own validation split whenever its
+    training data is on disk, so a bad calibration set cannot also be the yardstick it is measured with."""
+    if cal is not None and not Path(cal).exists():
+        raise ConfigError(f"--calib-data {cal} not found; pass a dataset folder or an .npz of crops and labels")
+    own = run.sets() if run.data_path.exists() else None
+    if cal is None:
+        if own is None:
+            raise ConfigError(f"the training data {run.data_path} is gone; pass --calib-data a copy of it")
+        return own.train.images, own.train.labels, own.val
+    if Path(cal).suffix == ".npz":
+        images, labels = _from_npz(Path(cal), run.preprocess, run.num_classes)
+        return images, labels, own.val if own else None
+    images, labels, cal_val = _from_dataset(run, Path(cal))
+    return images, labels, own.val if own else cal_val
+
+
 def load_inputs(run: Run, calibration: Calibration = Calibration(), *, verify_samples: int | None = None,
                 need_calibration: bool = True) -> ExportInputs:
     """Load the run's model, a calibration sample of training images and the verification set.
 
-    Verification always uses the run's own validation split when its training data is on disk, so a
-    bad calibration set cannot also be the yardstick it is measured with.
-
     Raises:
         ConfigError: calibration data missing/too small/of another class count or size; no validation data.
     """
-    spec = run.preprocess
     cal = calibration.data
-    if cal is not None and not Path(cal).exists():
-        raise ConfigError(f"--calib-data {cal} not found; pass a dataset folder or an .npz of crops and labels")
-    own = run.sets() if run.data_path.exists() else None
-    if cal is None and own is None:
-        raise ConfigError(f"the training data {run.data_path} is gone; pass --calib-data a copy of it")
-    verify_set = own.val if own else None
-    if cal is not None and Path(cal).suffix == ".npz":
-        pool, labels = _from_npz(Path(cal), spec, run.num_classes)
-    elif cal is not None:
-        pool, labels, cal_val = _from_dataset(run, Path(cal))
-        verify_set = verify_set or cal_val
-    elif own is not None:
-        pool, labels = own.train.images, own.train.labels
-    images = pool[balanced_sample(labels, calibration.samples, calibration.seed)]
+    pool, labels, verify_set = _sources(run, cal)
     if verify_set is None:
         raise ConfigError(f"no validation data to verify against: {run.data_path} is gone and --calib-data {cal} holds other "
                           f"images; pass --calib-data a copy of the training data (or --no-verify)")
+    images = pool[balanced_sample(labels, calibration.samples, calibration.seed)]
     if need_calibration and len(images) < MIN_CALIB:
         raise ConfigError(f"calibration data {cal or run.data_path} has only {len(images)} images; int8 "
                           f"calibration needs at least {MIN_CALIB} (pass --calib-data with more, or raise --calib-samples)")
@@ -114,6 +115,7 @@ def load_inputs(run: Run, calibration: Calibration = Calibration(), *, verify_sa
         keep = balanced_sample(ver_labels, verify_samples, calibration.seed + 1)
         ver_images, ver_labels = ver_images[keep], ver_labels[keep]
     model = run.load_model()
+    spec = run.preprocess
     verify_x = to_model_input(ver_images, spec)
     float_probs = model.predict(verify_x, batch_size=256, verbose=0)
     return ExportInputs(run, model, to_model_input(images, spec), verify_x, ver_labels, float_probs)

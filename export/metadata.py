@@ -14,18 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import atomic_path
-from runtime.builds import METADATA_FORMAT, BuildSpec, file_sha256, sidecar_of
+from runtime.builds import METADATA_FORMAT, BuildSpec, write_sidecar
 from train.runs import Run
-
-
-def _quant(q: tuple[float, int]) -> dict[str, float] | None:
-    return {"scale": float(q[0]), "zero_point": int(q[1])} if q and q[0] else None
-
-
-def io_details(backend: Any) -> dict[str, Any]:
-    """Input/output dtype and quantisation of an opened runtime backend."""
-    return {"input": {"dtype": backend.input_dtype.name, "quantization": _quant(backend.input_quant)},
-            "output": {"dtype": backend.output_dtype.name, "quantization": _quant(backend.output_quant)}}
 
 
 def background_fitted_on(bg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,9 +25,9 @@ def background_fitted_on(bg: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"gt_sha256": bg.get("frames_gt_sha256"), "frames": bg.get("frames", [])}] if bg.get("frames") else []
 
 
-def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: float = 0.0,
-                   threshold_rule: str | None = None, verification: dict[str, Any] | None = None,
-                   keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
+def build_metadata(run: Run, spec: BuildSpec, *, keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A build's metadata from its run; the I/O types, threshold and verification figures join once the converted
+    model has run through the runtime (``export.verify.check_candidate``)."""
     p = run.preprocess
     bg = run.meta.get("background") or {}
     return {
@@ -49,17 +39,17 @@ def build_metadata(run: Run, spec: BuildSpec, io: dict[str, Any], *, threshold: 
         "class_names": list(run.class_names),
         "num_classes": run.num_classes,
         "input": {"shape": [-1, p.size, p.size, p.channels], "layout": "NHWC", "colour": p.colour,
-                  "camera_order": "frames are BGR (OpenCV); runtime converts to RGB", **io["input"]},
-        "output": {"kind": "probabilities", **io["output"]},
+                  "camera_order": "frames are BGR (OpenCV); runtime converts to RGB"},
+        "output": {"kind": "probabilities"},
         "preprocess": p.to_dict(),
-        "threshold": threshold,
-        "threshold_rule": threshold_rule,
+        "threshold": 0.0,
+        "threshold_rule": None,
         "background_class": bg.get("class_id"),
         "background_fitted_on": background_fitted_on(bg),
         "macs_per_roi": run.macs_per_roi,
         "float_model": {"path": str(run.model_file.resolve()), "sha256": run.model_sha256,
                         "arch": run.meta["arch"], "val_accuracy": run.meta.get("val_accuracy")},
-        "verification": verification,
+        "verification": None,
         "kept_float": list(keep_float),  # nodes of an int8 build left in float on purpose (python -m export.debug)
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -75,14 +65,8 @@ def embed_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
         onnx.save(model, str(tmp))
 
 
-def sidecar_text(model: Path, meta: dict[str, Any]) -> str:
-    """The sidecar JSON for ``model`` as it is on disk now (its SHA-256 included)."""
-    return json.dumps({**meta, "model_sha256": file_sha256(model)}, indent=2)
-
-
 def write_metadata(build: Path, meta: dict[str, Any]) -> None:
     """Rewrite an existing build's metadata (ONNX props first, then the sidecar with the new checksum)."""
     if build.suffix == ".onnx":
         embed_onnx_metadata(build, meta)
-    with atomic_path(sidecar_of(build)) as tmp:
-        tmp.write_text(sidecar_text(build, meta))
+    write_sidecar(build, meta)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from export import convert
+from export.metadata import embed_onnx_metadata
 from export.report import analyse_onnx, analyse_tflite
 from runtime.builds import BUILDS
 from runtime.preprocess import PreprocessSpec
@@ -37,6 +38,7 @@ class Recipe:
     convert: Callable[[ConvertJob, Path], None]  # writes the converted model to the path
     analyse: Callable[[Path], dict[str, Any]]  # op types, integer-only or not
     calibrated: bool  # needs calibration images (and reports the time they took)
+    embed: Callable[[Path, dict[str, Any]], None] | None = None  # puts the metadata into the model file itself
 
 
 def _tflite(precision: str) -> Callable[[ConvertJob, Path], None]:
@@ -65,8 +67,8 @@ RECIPES: dict[str, Recipe] = {
     "tflite-f16": Recipe(_tflite("float16"), analyse_tflite, False),
     "tflite-dynamic": Recipe(_tflite("dynamic"), analyse_tflite, False),
     "tflite-int8": Recipe(_tflite("int8"), analyse_tflite, True),
-    "onnx-f32": Recipe(_onnx_f32, analyse_onnx, False),
-    "onnx-int8": Recipe(_onnx_int8, analyse_onnx, True),
+    "onnx-f32": Recipe(_onnx_f32, analyse_onnx, False, embed_onnx_metadata),
+    "onnx-int8": Recipe(_onnx_int8, analyse_onnx, True, embed_onnx_metadata),
 }
 
 if set(RECIPES) != set(BUILDS):  # a build in one table and not the other is a programming error

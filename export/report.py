@@ -72,8 +72,9 @@ def write_report(run_dir: Path, entries: list[dict[str, Any]]) -> tuple[Path, Pa
         merged = {e["build"]: e for e in json.loads(json_path.read_text()).get("builds", [])}
     merged.update({e["build"]: e for e in entries})
     builds = sorted(merged.values(), key=lambda e: e["build"])
+    markdown = to_markdown(run_dir, builds)
     write_text_atomic(json_path, json.dumps({"model": str(run_dir), "builds": builds}, indent=2))
-    write_text_atomic(md_path, to_markdown(run_dir, builds))
+    write_text_atomic(md_path, markdown)
     return json_path, md_path
 
 

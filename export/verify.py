@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +66,41 @@ def verify_build(clf: Classifier, spec: BuildSpec, probs: np.ndarray, y: np.ndar
     report = classification_report(y, pred, len(clf.class_names))
     worst = [(c, clf.class_names[c], float(report.recall[c])) for c in report.worst(5)]
     return Verification(spec.name, len(y), float_acc, acc, agreement, delta, not fails, "; ".join(fails) or "ok", worst)
+
+
+def check_candidate(path: Path, meta: dict[str, Any], spec: BuildSpec, x: np.ndarray, y: np.ndarray,
+                    float_probs: np.ndarray, gate: Gate | None, max_reject: float) -> Candidate:
+    """Open a converted model through the runtime, as a deployed build will be, and hold it to the float model.
+
+    ``gate`` None: not verified (the threshold stays 0). Returns the model's I/O types, the verification and the
+    unknown threshold its validation predictions support."""
+    clf = Classifier(path, meta, spec)
+    io = io_details(clf.backend)
+    if gate is None:
+        return Candidate(io, None, 0.0, None)
+    probs = predict_all(clf, x)
+    return Candidate(io, verify_build(clf, spec, probs, y, float_probs, gate), pick_threshold(probs, y, max_reject),
+                     f"keeps {100 * (1 - max_reject):g} % of correct validation predictions")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What running a converted model through the runtime told: its I/O, the verification, the threshold."""
+
+    io: dict[str, Any]
+    verification: Verification | None
+    threshold: float
+    threshold_rule: str | None
+
+
+def _quant(q: tuple[float, int]) -> dict[str, float] | None:
+    return {"scale": float(q[0]), "zero_point": int(q[1])} if q and q[0] else None
+
+
+def io_details(backend: Any) -> dict[str, Any]:
+    """Input/output dtype and quantisation of an opened runtime backend."""
+    return {"input": {"dtype": backend.input_dtype.name, "quantization": _quant(backend.input_quant)},
+            "output": {"dtype": backend.output_dtype.name, "quantization": _quant(backend.output_quant)}}
 
 
 def format_table(results: list[Verification]) -> str:

@@ -114,3 +114,33 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)  # releases the lock
+
+
+WORK_DIR = ".signkit-tmp"  # a folder's own temp space: what a writer needs for a while, removed by the next lock holder
+
+
+@contextlib.contextmanager
+def locked_work_folder(folder: Path, what: str, flag: str = "--out") -> Iterator[Path]:
+    """A writable ``folder`` locked for ``what``, the temp files and temp space an interrupted writer left there
+    removed, and FOLDER/.signkit-tmp as the process's temp directory for the duration (libraries that make temp
+    folders of their own, e.g. onnxruntime's quantisation, make them there): a kill leaves nothing outside the folder,
+    and the next holder cleans it up.
+
+    Yields:
+        the temp space (removed again on the way out).
+    """
+    import shutil
+
+    ensure_writable_dir(Path(folder), flag)
+    with folder_lock(folder, what):
+        remove_stale_parts(folder)
+        work = Path(folder) / WORK_DIR
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        saved = tempfile.tempdir
+        tempfile.tempdir = str(work)
+        try:
+            yield work
+        finally:
+            tempfile.tempdir = saved
+            shutil.rmtree(work, ignore_errors=True)

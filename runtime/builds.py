@@ -104,6 +104,14 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+def write_sidecar(model: Path, meta: dict[str, Any], dest: Path | None = None) -> Path:
+    """The sidecar of ``model`` as it is on disk now (its SHA-256 included), written whole to ``dest`` (default: beside
+    the model)."""
+    from runtime.atomic import write_text_atomic
+
+    return write_text_atomic(dest or sidecar_of(model), json.dumps({**meta, "model_sha256": file_sha256(model)}, indent=2))
+
+
 def _onnx_metadata(path: Path) -> dict[str, Any]:
     from runtime.backends import onnx_session
 

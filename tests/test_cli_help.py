@@ -63,3 +63,16 @@ def test_no_flag_that_does_nothing():
     onnx = importlib.import_module("export.onnx").build_parser().format_help()
     tflite = importlib.import_module("export.tflite").build_parser().format_help()
     assert "--io-dtype" not in onnx and "--io-dtype" in tflite
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c.words))
+def test_no_default_output_lies_inside_the_package(cmd):
+    from pathlib import Path
+
+    from tests.fixtures import REPO
+
+    packages = [REPO / name for name in ("runtime", "train", "export", "bench", "camera_demo")]
+    for action in _module(cmd).build_parser()._actions:
+        if isinstance(action.default, Path):
+            where = (REPO / action.default).resolve()
+            assert not any(where.is_relative_to(p) for p in packages), f"{cmd.module} {action.option_strings} -> {where}"

@@ -185,7 +185,7 @@ def test_interrupted_export_leaves_no_partial_file(exported, tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(builder, "verify_build", interrupted)
+    monkeypatch.setattr(builder, "check_candidate", interrupted)
     out = tmp_path / "m_int8.tflite"
     assert export_tflite.main(["--int8", "--run", str(exported), "--out", str(out)]) == 130
     assert list(tmp_path.iterdir()) == []

@@ -176,3 +176,21 @@ def test_windows_are_made_even_sized_inside_the_frame():
     assert _even((10, 10, 21, 20), 100, 100) == (10, 10, 22, 20)
     assert _even((90, 10, 99, 21), 99, 21) == (89, 9, 99, 21)  # at the frame's edge it grows the other way
     assert _even((0, 0, 99, 21), 99, 21) == (0, 0, 99, 21)  # the whole odd frame stays as it is
+
+
+def test_the_ranker_fit_without_out_writes_under_runs_never_into_the_package(gtsdb_dir, tmp_path, monkeypatch):
+    import subprocess
+
+    from runtime.proposals import RANKER_FILE
+    from tests.fixtures import REPO
+
+    def status() -> str:
+        proc = subprocess.run(["git", "status", "--porcelain", "--", "runtime"], cwd=REPO, capture_output=True, text=True,
+                              check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    packaged, before = RANKER_FILE.read_bytes(), status()
+    monkeypatch.chdir(tmp_path)
+    assert fit_cmd.main(["--frames", str(gtsdb_dir), "--subset", "even", "--quiet"]) == 0
+    assert RANKER_FILE.read_bytes() == packaged and status() == before  # git status of the package: as it was
+    assert json.loads((tmp_path / "runs" / "proposal_ranker.json").read_text())["fitted_on"][0]["frames"] == ["00000", "00002"]

@@ -24,7 +24,7 @@ import numpy as np
 from runtime.atomic import write_text_atomic
 from runtime.errors import ConfigError
 from train.data import Split, detect_format, load_dataset, random_split, track_split
-from train.data.background import concat, load_background, with_background
+from train.data.background import BACKGROUND_NAME, load_background
 from train.data.formats import FORMATS
 
 SPLIT_FORMAT = "signkit-split/1"
@@ -207,6 +207,24 @@ def _choose_added(folder: Path, rule: SplitRule, size: int, margin: float,
         va = random_split(added.labels, rule.add_holdout, rule.bg_seed)[1]
     return added, None, Source(str(Path(folder).resolve()), added.fingerprint, len(added), tuple(int(i) for i in va),
                                fmt="folders", kind="track" if added.tracks is not None else "random")
+
+
+def concat(data: Split, more: Split, class_names: tuple[str, ...]) -> Split:
+    """Two splits as one, labelled in ``class_names`` (their labels already are); its fingerprint names both."""
+    def both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None or b is None else np.concatenate([a, b])
+
+    return Split(np.concatenate([data.images, more.images]), np.concatenate([data.labels, more.labels]),
+                 both(data.tracks, more.tracks), class_names, f"{data.fingerprint}+{more.fingerprint}", data.source,
+                 data.skipped, both(data.files, more.files), both(data.sizes, more.sizes), both(data.rois, more.rois))
+
+
+def with_background(data: Split, background: Split) -> Split:
+    """Append the background crops as class ``data.num_classes``."""
+    relabelled = Split(background.images, np.full(len(background), data.num_classes, np.int64), background.tracks,
+                       background.class_names, background.fingerprint, background.source, 0, background.files,
+                       background.sizes, background.rois)
+    return concat(data, relabelled, (*data.class_names, BACKGROUND_NAME))
 
 
 def merged_names(base: tuple[str, ...], added: tuple[str, ...]) -> tuple[str, ...]:

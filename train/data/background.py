@@ -37,21 +37,3 @@ def load_background(folder: Path, size: int) -> tuple[Split, dict]:
                   digest([str(Path(folder).resolve()), str(len(files)), files[-1].name]), str(folder), 0,
                   np.array([str(f) for f in files]), np.array(sizes, np.int32), np.full((len(files), 4), -1, np.int32))
     return split, manifest
-
-
-def concat(data: Split, more: Split, class_names: tuple[str, ...]) -> Split:
-    """Two splits as one, labelled in ``class_names`` (their labels already are)."""
-    def both(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None or b is None else np.concatenate([a, b])
-
-    return Split(np.concatenate([data.images, more.images]), np.concatenate([data.labels, more.labels]),
-                 both(data.tracks, more.tracks), class_names, digest([data.fingerprint, more.fingerprint]), data.source,
-                 data.skipped, both(data.files, more.files), both(data.sizes, more.sizes), both(data.rois, more.rois))
-
-
-def with_background(data: Split, background: Split) -> Split:
-    """Append the background crops as class ``data.num_classes``."""
-    relabelled = Split(background.images, np.full(len(background), data.num_classes, np.int64), background.tracks,
-                       background.class_names, background.fingerprint, background.source, 0, background.files,
-                       background.sizes, background.rois)
-    return concat(data, relabelled, (*data.class_names, BACKGROUND_NAME))
