@@ -44,9 +44,8 @@ if [ -n "${GTSDB_DIR:-}" ]; then
   mkdir -p "$RUN"
   $PYBIN -m train.frames.ranker --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
   $PYBIN -m train.frames.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" --out "$RUN/negatives"
-  # the frame model stays edge without CLAHE: edge-xs + CLAHE, trained the same way, let 65 background boxes
-  # through on held-out gtsdb-train frames against edge's 4 (F1 0.627 against 0.927), edge-xs alone 9 (F1 0.880;
-  # docs/results.md, the 10:32 rule)
+  # the frame model is edge without CLAHE: edge-xs + CLAHE, trained the same way, let 65 background boxes through on
+  # held-out frames against edge's 4 (docs/decisions.md)
   train_model --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
     --arch edge --contrast none "$@"
 else
@@ -57,8 +56,7 @@ $PYBIN -m export.all --run "$RUN"
 if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives or the map are left out by bench.gtsdb itself
   MAP=()
   if [ "${SIGN_MAP:-1}" != 0 ]; then
-    # a learned proposal source with GTSRB signs pasted into its training crops (docs/results.md: with this recipe's
-    # model on gtsdb, proposal recall 0.857 -> 0.912 and F1 0.864 -> 0.873 for the default 5000-step map)
+    # a learned proposal source, GTSRB signs pasted into its training crops: it finds signs no colour cue does
     if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --out "$RUN/sign-map" --quiet \
         && $PYBIN -m export.sign_map --map "$RUN/sign-map"; then
       MAP=(--sign-map "$RUN/sign-map/sign_map_int8.tflite")
@@ -66,7 +64,7 @@ if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives
       echo "run.sh: no sign map (the error above); the frame pipeline is scored with the colour cues alone" >&2
     fi
   fi
-  SCORE=($PYBIN -m bench.gtsdb --build "$RUN/model_int8.tflite" --ranker "$RUN/proposal_ranker.json" --data "$GTSDB_DIR")
+  SCORE=($PYBIN -m bench.gtsdb --build "$RUN/model_int8.tflite" --ranker "$RUN/proposal_ranker.json" --frames "$GTSDB_DIR")
   {
     echo "colour cues alone:"
     "${SCORE[@]}"
@@ -76,4 +74,7 @@ if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives
     fi
   } | tee "$RUN/gtsdb_report.txt"
 fi
-echo "run.sh: done. Model, builds and reports are in $RUN/ (export_report.md compares the builds)"
+REPORT=($PYBIN -m bench.report --run "$RUN" --data "$DATA")
+[ -n "${GTSDB_DIR:-}" ] && REPORT+=(--frames "$GTSDB_DIR")
+"${REPORT[@]}"
+echo "run.sh: done. Model, builds and reports are in $RUN/; open $RUN/report/report.html"

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.mistakes import dump_errors, error_analysis
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, DatasetFormatError, cli_errors
 from runtime.metrics import classification_report
 from runtime.preprocess import to_model_input
 from train.data.formats import FORMATS
+from train.plots import plot_confusion
 from train.runs import Run
 
 
@@ -48,13 +50,9 @@ def evaluate(run: Run, data: Path | None = None, split: str = "val", fmt: str = 
         result["sign_images"] = int(signs.sum())
         result["sign_accuracy"] = float((probs[signs].argmax(1) == ds.labels[signs]).mean()) if signs.any() else None
     write_text_atomic(out / "report.json", json.dumps(result, indent=2))
-    from train.plots import plot_confusion
-
     plot_confusion(report.confusion, names, out / "confusion.png",
                    f"{split}: accuracy {report.accuracy:.4f} on {len(ds)} images")
     result["confusion_png"] = str(out / "confusion.png")
-    from bench.mistakes import dump_errors, error_analysis
-
     files = list(ds.files) if ds.files is not None else None
     result["pictures"] = {k: str(v) for k, v in error_analysis(probs, ds.labels, ds.images, files, names, out, split).items()}
     if errors_dir is not None:

@@ -44,7 +44,7 @@ import numpy as np
 
 from bench.gtsdb import frames_that_trained, load_frames
 from bench.matching import match_pairs
-from runtime.annotations import Annotation, select_frames
+from runtime.annotations import GTSRB_CLASS_NAMES, Annotation, select_frames
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Detection
 from runtime.cli import HelpFormatter
@@ -223,7 +223,6 @@ def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = N
         names = list(meta["class_names"])
         num = len(names) - (meta.get("background_class") is not None)
     else:
-        from train.data.classes import GTSRB_CLASS_NAMES
         names, num = list(GTSRB_CLASS_NAMES), None
     frames, gt = load_frames(data, num)
     keep = set(select_frames([stem for stem, _ in frames], subset))

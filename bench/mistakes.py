@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from runtime.atomic import atomic_path, ensure_writable_dir, write_bytes_atomic
+from runtime.metrics import classification_report
 from train.plots import gallery, save_figure
 
 
@@ -116,8 +117,6 @@ def plot_mean_probabilities(matrix: np.ndarray, class_names: Sequence[str], path
 def error_analysis(probs: np.ndarray, labels: np.ndarray, images: np.ndarray, files: Sequence[str] | None,
                    class_names: Sequence[str], out: Path, title: str, prefix: str = "", seed: int = 0) -> dict[str, Path]:
     """Write the CSV and the pictures; return them by name."""
-    from runtime.metrics import classification_report
-
     out = ensure_writable_dir(out, "--out")
     k = len(class_names)
     rep = classification_report(labels, probs.argmax(1), k)

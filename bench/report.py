@@ -28,11 +28,13 @@ import numpy as np
 
 from bench import report_plots as plots
 from bench.evaluation import SplitEval, curves, evaluate_builds
+from bench.gtsdb import load_frames, score_build
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.builds import BUILDS
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
+from runtime.proposals import default_ranker
 from train.plots import gallery
 from train.runs import Run
 
@@ -288,9 +290,6 @@ def write_report(run: Run, ev: SplitEval, rows: list[dict[str, Any]], stages: di
 
 def frame_scores(run: Run, frames: Path, repeat: int = 3) -> tuple[dict[str, dict[str, Any]], str]:
     """bench.gtsdb's built-in-proposal scores of every build, all cores."""
-    from bench.gtsdb import load_frames, score_build
-    from runtime.proposals import default_ranker
-
     loaded, gt = load_frames(frames, None)
     out: dict[str, dict[str, Any]] = {}
     note = ""

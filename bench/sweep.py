@@ -28,11 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from bench.degrade import DEGRADATIONS
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
-from runtime.classifier import ms_per_roi
+from runtime.classifier import Classifier, ms_per_roi
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
+from runtime.metrics import classification_report
+from runtime.preprocess import to_model_input
+from train.plots import save_figure
+from train.runs import Run
 from train.watchdog import STALL_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,12 +94,7 @@ def run_one(data: Path, folder: Path, seed: int, flags: list[str], epochs: int |
 
 def measure(folder: Path) -> dict[str, Any]:
     """Everything the table needs of one finished run, on its dev-test split."""
-    from bench.degrade import DEGRADATIONS
-    from runtime.classifier import Classifier
-    from runtime.metrics import classification_report
-    from runtime.preprocess import to_model_input
-    from train.models import count_macs
-    from train.runs import Run
+    from train.models import count_macs  # imports Keras: the table alone (--table) does without it
 
     run = Run.open(folder)
     dev = run.split("dev-test")
@@ -182,8 +182,6 @@ def plot(out: Path, rows: list[dict[str, Any]]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from train.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 5))
     sc = ax.scatter([r["macs_m"] for r in rows], [100 * r["int8_acc"] for r in rows], s=[max(r["int8_kb"], 10) for r in rows],

@@ -41,6 +41,7 @@ from runtime.builds import read_metadata, spec_for
 from runtime.classifier import ms_per_roi
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from train.plots import save_figure
 from train.runs import Run
 
 
@@ -129,8 +130,6 @@ def write_ranking(errors: list[LayerError], out: Path, backend: str) -> dict[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from train.plots import save_figure
 
     top = errors[:20][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(top) + 1.4))

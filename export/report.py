@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from runtime.atomic import write_text_atomic
+from runtime.backends import load_tflite_interpreter_class
 
 INTEGER_DTYPES = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64)}
 
@@ -20,8 +21,6 @@ def analyse_tflite(path: Path) -> dict[str, Any]:
     A QUANTIZE that takes the float model input, or a DEQUANTIZE that makes the float model output,
     is an edge, not float compute: with ``float_io`` the graph takes and gives float32 and converts at
     its edges (XNNPACK runs those conversions), while every op between them is integer."""
-    from runtime.backends import load_tflite_interpreter_class
-
     # Without the default XNNPACK delegate, which would hide the graph behind one DELEGATE op.
     interpreter_class = load_tflite_interpreter_class()
     resolver = __import__(interpreter_class.__module__, fromlist=["OpResolverType"]).OpResolverType

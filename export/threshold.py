@@ -25,6 +25,7 @@ from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.preprocess import to_model_input
+from train.plots import plot_threshold_curve
 from train.runs import Run
 
 
@@ -37,8 +38,6 @@ def set_threshold(build: Path, value: float) -> None:
 
 def calibrate(build: Path, run: Run | None = None, max_reject: float = DEFAULT_MAX_REJECT) -> tuple[float, Path]:
     """Run ``build`` on its run's validation split, set the threshold, plot the curve."""
-    from train.plots import plot_threshold_curve
-
     meta = read_metadata(build)
     run = run or Run.of_build(build, meta)
     val = run.split("val")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import write_text_atomic
+from runtime.backends import onnx_session
 from runtime.errors import BuildError
 
 METADATA_FORMAT = "signkit-build/1"
@@ -107,14 +109,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
 def write_sidecar(model: Path, meta: dict[str, Any], dest: Path | None = None) -> Path:
     """The sidecar of ``model`` as it is on disk now (its SHA-256 included), written whole to ``dest`` (default: beside
     the model)."""
-    from runtime.atomic import write_text_atomic
-
     return write_text_atomic(dest or sidecar_of(model), json.dumps({**meta, "model_sha256": file_sha256(model)}, indent=2))
 
 
 def _onnx_metadata(path: Path) -> dict[str, Any]:
-    from runtime.backends import onnx_session
-
     props = onnx_session(path, threads=1).get_modelmeta().custom_metadata_map
     if "signkit" not in props:
         raise BuildError(f"{path} carries no signkit metadata and has no sidecar; re-export it with `python -m export.onnx`")

@@ -36,3 +36,25 @@ def test_runtime_imports_every_module_without_tensorflow():
 
 def test_camera_demo_imports_without_tensorflow():
     assert "loaded-heavy: []" in _import_without_tf("camera_demo")
+
+
+def test_the_runtime_extras_bench_commands_import_without_the_train_extra():
+    """bench.gtsdb, bench.misses and bench.drive are listed for the runtime extra: they need no TensorFlow, Keras,
+    matplotlib or tqdm, nor anything of train/ or export/."""
+    code = BLOCKER.split("import pkgutil")[0] + (
+        "import importlib\n"
+        "for name in ('bench.gtsdb', 'bench.misses', 'bench.drive'):\n"
+        "    importlib.import_module(name)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train', "
+        "'export'))\n"
+        "print('loaded-heavy:', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded-heavy: []" in proc.stdout
+
+
+def test_signkit_lists_the_runtime_extras_commands_as_such():
+    from runtime.commands import COMMANDS
+
+    light = {c.module for c in COMMANDS if c.extra == "runtime"}
+    assert light == {"bench.gtsdb", "bench.misses", "bench.drive", "camera_demo"}

@@ -35,6 +35,7 @@ from train.augment import AugmentConfig
 from train.config import TrainConfig, from_json, resume_config
 from train.data.formats import FORMATS
 from train.device import BACKENDS
+from train.extend import extension_lines
 from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
 from train.watchdog import STALL_EXIT
@@ -211,8 +212,6 @@ def print_result(result: TrainResult) -> None:
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")
     if result.extension:
-        from train.extend import extension_lines
-
         print("\n".join(extension_lines(result.extension)))
 
 

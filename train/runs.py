@@ -23,6 +23,7 @@ from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec
 from train.data import Split, load_dataset
 from train.data.split import balanced_sample
+from train.device import gpu_available
 from train.splits import Sets, SplitRecord, assemble
 
 MODEL_FORMAT = "signkit-model/1"
@@ -48,8 +49,6 @@ def latest_run(root: Path | None = None, require: str = "model.keras") -> Path:
 
 def load_keras_model(path: Path) -> Any:
     """``keras.models.load_model`` with a one-line error for a file that is not a Keras model."""
-    from train.device import gpu_available
-
     gpu_available(os.environ.get("KERAS_BACKEND", "tensorflow"))  # start the backend without its CUDA noise
     import keras
 

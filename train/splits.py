@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from runtime.atomic import write_text_atomic
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, DatasetFormatError
 from train.data import Split, detect_format, load_dataset, random_split, track_split
 from train.data.background import BACKGROUND_NAME, load_background
 from train.data.formats import FORMATS
@@ -189,8 +189,6 @@ def choose(data: Path, fmt: str, rule: SplitRule, *, size: int, margin: float, b
 
 def _choose_added(folder: Path, rule: SplitRule, size: int, margin: float,
                   progress: bool) -> tuple[Split, Split | None, Source]:
-    from runtime.errors import DatasetFormatError
-
     added = load_dataset(folder, "folders", subset="train", size=size, margin=margin, progress=progress)
     try:  # a val/ folder beside train/ is the held-out set as given
         given = load_dataset(folder, "folders", subset="val", size=size, margin=margin, progress=progress)

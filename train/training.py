@@ -22,6 +22,9 @@ from train.data import Split, check_data_path, detect_format
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
 from train.distribute import Distribution, distribution
+from train.extend import STRONG, extension_lines, extension_report
+from train.plots import plot_history
+from train.runs import Run, load_keras_model
 from train.splits import SPLIT_FILE, Sets, SplitRecord, SplitRule, choose
 from train.watchdog import StallWatch, exit_stalled, progress_callback
 
@@ -73,8 +76,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin,
                           contrast=cfg.contrast)
     if cfg.init_from is not None:
-        from train.runs import Run
-
         base = Run.open(cfg.init_from)
         if base.preprocess != spec or base.meta["arch"] != cfg.arch:
             raise ConfigError(f"--extend {cfg.init_from} is a {base.meta['arch']} model at {base.preprocess.size} px; extend it "
@@ -115,7 +116,6 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         else:
             if cfg.init_from is not None:
                 from train.extend import grow_model
-                from train.runs import Run
 
                 base = Run.open(cfg.init_from)
                 model = grow_model(keras, base.load_model(), train_set.num_classes)
@@ -188,12 +188,8 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
     write_text_atomic(out / "metadata.json", json.dumps(metadata, indent=2))
     write_text_atomic(out / "history.json", json.dumps(state["history"], indent=2))
     if metadata["extension"]:
-        from train.extend import extension_lines
-
         write_text_atomic(out / "extension.md", f"# {out.name}: extended from {cfg.init_from}\n\n"
                           + "".join(f"- {line}\n" for line in extension_lines(metadata["extension"])))
-    from train.plots import plot_history
-
     plot_history(state["history"], out / "training_curves.png")
     return TrainResult(out, val_acc, state["best_epoch"], epochs_run, int(best.count_params()), state["seconds"],
                        metadata["extension"])
@@ -212,9 +208,6 @@ def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_s
     """For --extend: the old classes' accuracy before and after, the new classes' recall on their held-out photos."""
     if cfg.init_from is None:
         return None
-    from train.extend import extension_report
-    from train.runs import Run, load_keras_model
-
     base = base or Run.open(cfg.init_from)
     # A fresh copy from disk: the grown model shares its layers with base.load_model(), trained since.
     before = load_keras_model(base.model_file)
@@ -227,7 +220,7 @@ def _loss(keras: Any, smoothing: float, num_classes: int) -> Any:
     """Cross-entropy on integer labels; with label smoothing, a registered loss that saves and loads with the model."""
     if not smoothing:
         return "sparse_categorical_crossentropy"
-    from train.models import SmoothedSparseCrossentropy
+    from train.models import SmoothedSparseCrossentropy  # imports Keras: after the backend is chosen
 
     return SmoothedSparseCrossentropy(num_classes, smoothing)
 
@@ -256,8 +249,6 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
     extra = [np.resize(np.flatnonzero(data.labels == c), cfg.min_per_class - counts[c]) for c in rare]
     pool = np.concatenate([np.arange(len(data)), *extra]).astype(np.int64)
     if cfg.add is not None and aug is not None:
-        from train.extend import STRONG
-
         strong = np.isin(data.labels, rare)
     else:
         strong = np.zeros(len(data), bool)

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 
 from runtime.errors import DatasetFormatError
-from train.data.classes import CIFAR10_CLASS_NAMES, GTSRB_CLASS_NAMES
+from runtime.annotations import GTSRB_CLASS_NAMES
+from train.data.classes import CIFAR10_CLASS_NAMES
 from train.data.folders import detect_folders, list_folders
 from train.data.folders import has_val as folders_has_val
 from train.data.listing import Entry, Listing, check_label, csv_rows, decode_image, parse_int, read_tree_image

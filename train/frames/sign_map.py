@@ -32,6 +32,7 @@ from runtime.annotations import Annotation, annotations_fingerprint, frame_files
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from train.data.dataset import load_dataset
 
 SCALE = 0.5  # the map sees the frame at half size, like the colour cues
 STRIDE = 4
@@ -113,8 +114,6 @@ def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SI
                     sampling: str = "images") -> tuple[np.ndarray, dict[str, Any]]:
     """Up to ``count`` sign crops (BGR, the sign with PASTE_MARGIN around it) from a sign dataset in any known
     layout, drawn as :func:`pool_indices` says, and what they are (for the map's sidecar)."""
-    from train.data.dataset import load_dataset
-
     data = load_dataset(path, subset="train", size=size, margin=PASTE_MARGIN, progress=progress)
     pick = pool_indices(data.labels, count, seed, sampling)
     pool = np.ascontiguousarray(data.images[pick][..., ::-1])
@@ -275,7 +274,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
 
 def map_macs(model: Any) -> int:
     """Multiply-accumulates of one frame through the map (its convolutions)."""
-    from train.models import count_macs
+    from train.models import count_macs  # imports Keras, which the fit has loaded by then
 
     return count_macs(model)
 
