@@ -104,7 +104,7 @@ def make_drive(data: Path, out: Path, gt_out: Path, spec: DriveSpec = DriveSpec(
             raise ConfigError(f"--out {out}: OpenCV cannot write this video here; try .avi")
         try:
             for k, (stem, path) in enumerate(files.items()):
-                frame = read_frame(path)
+                frame = read_frame(path, gt.get(stem, ()))
                 if frame.shape[:2] != (h, w):
                     raise ConfigError(f"{path} is {frame.shape[1]}x{frame.shape[0]}, not {w}x{h} like the first frame")
                 truth = gt.get(stem, [])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bench.parity import Floors, Parity, check_parity
+from export.report import read_report
 from export.verify import predict_all, threshold_curve
 from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
@@ -52,13 +52,6 @@ class SplitEval:
         return self.run.class_names
 
 
-def _export_entries(run: Run) -> dict[str, dict[str, Any]]:
-    path = run.path / "export_report.json"
-    if not path.is_file():
-        return {}
-    return {e["build"]: e for e in json.loads(path.read_text()).get("builds", [])}
-
-
 def evaluate_builds(run: Run, split: str = "val", data: Path | None = None, floors: Floors | None = None,
                     progress: bool = False) -> SplitEval:
     """The Keras model and every exported build on ``split``, with the parity check of each quantized build."""
@@ -68,7 +61,7 @@ def evaluate_builds(run: Run, split: str = "val", data: Path | None = None, floo
     float_probs = run.load_model().predict(x, batch_size=256, verbose=0)
     k = len(run.class_names)
     float_report = classification_report(ds.labels, float_probs.argmax(1), k)
-    entries = _export_entries(run)
+    entries = read_report(run.path)
     builds: dict[str, BuildEval] = {}
     for name, spec in BUILDS.items():
         path = build_file(run.path, spec)
@@ -89,6 +82,8 @@ def evaluate_builds(run: Run, split: str = "val", data: Path | None = None, floo
         gate_ok = parity.passed if spec.quantized else float(np.abs(probs - float_probs).max()) <= floors.float_max_prob_delta.get(
             spec.precision, np.inf)
         status = "passed" if verified and gate_ok else "exported, fails the gate"
+        if entry.get("stale"):
+            status += " (its export report is stale: re-export it)"
         analysis = entry.get("analysis") or {}
         builds[name] = BuildEval(name, status, path, path.stat().st_size / 1024, probs, report, parity,
                                  analysis.get("integer_only") if spec.precision == "int8" else None, clf.threshold, entry)

@@ -97,7 +97,7 @@ def frames_that_trained(meta: dict, folder: Path, ranker: Ranker | None, sign_ma
 def load_frames(folder: Path, num_classes: int | None = None) -> tuple[list[tuple[str, np.ndarray]], dict[str, list[Annotation]]]:
     """Every frame of a GTSDB-layout folder, decoded, and its checked annotations (class ids below ``num_classes``)."""
     files, gt = frame_files(folder, num_classes)
-    return [(stem, read_frame(path)) for stem, path in files.items()], gt
+    return [(stem, read_frame(path, gt.get(stem, ()))) for stem, path in files.items()], gt
 
 
 def match(dets: list[tuple[Box, Prediction]], truth: list[Annotation], iou: float) -> int:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.conftest import run_option
+pytest.importorskip("keras", reason="parity holds builds to the float Keras model: it needs the train extra")
+
+from bench.conftest import run_option  # after the check above, which a runtime-only install needs
 from bench.parity import Floors, check_parity, delta_limit, float_delta
 from export.verify import predict_all
 from runtime.builds import BUILDS, build_file

@@ -41,6 +41,16 @@ from runtime.sign_map import SignMap
 from runtime.stream import StreamOptions
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: choose one of 1024-65535 (0: any free one)")
+    return port
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -74,8 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker", type=Path, default=None, help="proposal ranker JSON (default: the runtime's own)")
     p.add_argument("--no-second-look", action="store_true",
                    help="keep every detection as first read, without cropping it again at 0.9, 1.15 and 1.3 times its "
-                        "box and keeping it when 2 of the 3 agree (a few %% of a frame's time; it removed 40-50 %% of the false "
-                        "detections in docs/results.md)")
+                        "box and keeping it when 2 of the 3 agree (what it costs and removes: docs/decisions.md)")
     p.add_argument("--sign-map", type=Path, default=None,
                    help="a learned proposal source (python -m train.frames.sign_map) beside the colour cues, on full frames")
     p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
@@ -87,12 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
                    help="with --detect: propose every K-th frame and follow the signs found in between (cheaper)")
     p.add_argument("--headless", action="store_true", help="no window, even where one could open")
-    p.add_argument("--serve", type=int, default=None, metavar="PORT", help="stream the annotated frames to a browser")
+    p.add_argument("--serve", type=_port, default=None, metavar="PORT", help="stream the annotated frames to a browser")
     p.add_argument("--serve-host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: every network the machine is on)")
-    p.add_argument("--save", type=Path, default=None, help="annotated video (.mp4, or .avi to survive a power cut)")
-    p.add_argument("--jsonl", type=Path, default=None, help="one JSON line per frame: boxes, classes, scores, ms")
-    p.add_argument("--snapshots", type=Path, default=None, help="folder for the crops of new detections (PNG)")
+    p.add_argument("--save", type=Path, default=None,
+                   help="annotated video (.mp4, or .avi to survive a power cut); about 2-4 GB an hour at 1280x720, 30 fps")
+    p.add_argument("--jsonl", type=Path, default=None,
+                   help="one JSON line per frame: boxes, classes, scores, crops, MACs, ms; about 50 MB an hour at 30 fps")
+    p.add_argument("--snapshots", type=Path, default=None,
+                   help="folder for the crops of new detections (PNG, a few KB each, one per new sign)")
+    p.add_argument("--rotate-mb", type=float, default=None, metavar="MB",
+                   help="--jsonl and --save go on in a new file at this size, the last 3 kept (FILE.1, FILE.2, FILE.3): "
+                        "for a run of days or weeks")
+    p.add_argument("--max-snapshots", type=int, default=None, metavar="N",
+                   help="keep the newest N snapshots, remove older ones")
     p.add_argument("--reconnect", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for a lost camera or stream to come back")
     p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON")
@@ -138,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-frames must be at least 1")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive")
+    if (args.rotate_mb is not None and args.rotate_mb <= 0) or (args.max_snapshots is not None and args.max_snapshots < 1):
+        parser.error("--rotate-mb must be above 0 and --max-snapshots at least 1")
     boxes = _fixed_boxes(args)
     if boxes is not None and args.detect_every > 1:
         parser.error("--detect-every needs --detect: fixed boxes are classified in every frame")
@@ -175,11 +194,11 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
     try:
         source = _open_source(args, log)
         if args.jsonl:
-            sinks.jsonl = JsonlWriter(args.jsonl)
+            sinks.jsonl = JsonlWriter(args.jsonl, args.rotate_mb)
         if args.save:
-            sinks.video = VideoSaver(args.save, args.fps or source.fps or 15.0)
+            sinks.video = VideoSaver(args.save, args.fps or source.fps or 15.0, args.rotate_mb)
         if args.snapshots:
-            sinks.snapshots = SnapshotWriter(args.snapshots, clf.preprocess.margin)
+            sinks.snapshots = SnapshotWriter(args.snapshots, clf.preprocess.margin, args.max_snapshots)
         if args.serve is not None:
             sinks.board = FrameBoard()
             server = MjpegServer(sinks.board, args.serve, args.serve_host)
@@ -208,6 +227,10 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
                           json.dumps(summary.to_dict(), indent=2))
     if summary.error:
         raise ConfigError(summary.error)
+    if summary.frames == 0 and summary.reason == "end of source":
+        bad = f" ({summary.skipped[0]} unreadable: {', '.join(summary.skipped[1])})" if summary.skipped[0] else ""
+        raise ConfigError(f"--source {args.source} gave no frame{bad}; pass a video, a folder of images, a camera or a "
+                          f"stream")
     return 0
 
 

@@ -207,8 +207,10 @@ def _write(out: StreamResult, sinks: Sinks, fps: float) -> bool:
 
 
 def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sinks: Sinks,
-             log: Callable[[str], None] = print) -> Summary:
+             log: Callable[[str], None] = print, on_frame: Callable[[int], object] | None = None) -> Summary:
     """Run until the source ends, ``max_frames``, q/Esc in the window, or Ctrl-C / SIGTERM (KeyboardInterrupt).
+
+    ``on_frame`` is called with the count of frames done after each one (``bench.soak`` watches the process with it).
 
     The outputs are closed on every way out. A source lost mid-stream ends the run with
     ``summary.error`` set; everything it wrote until then stays readable.
@@ -230,6 +232,8 @@ def run_demo(source: Source, pipeline: FramePipeline, options: DemoOptions, sink
             now = time.perf_counter()
             summary.record(out, 1000 * (now - last), 1000 * (now - t_out))
             recent.append(1000 * (now - last))
+            if on_frame is not None:
+                on_frame(summary.frames)
             if options.fps_cap:  # not faster than the cap: wait for this frame's slot
                 time.sleep(max(0.0, start + summary.frames / options.fps_cap - time.perf_counter()))
             last = time.perf_counter()

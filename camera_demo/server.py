@@ -6,12 +6,17 @@
     /detections.json  the latest frame's detections
 
 Standard library only (``http.server``). Frames are JPEG-encoded in the server's threads, only
-while someone is watching, so an unwatched ``--serve`` costs the demo nothing.
+while someone is watching, so an unwatched ``--serve`` costs the demo nothing. A device left running
+for weeks meets idle browser tabs and port scans: a connection that sends no request, or stops
+reading, is closed after ``IDLE_SECONDS``; at most ``MAX_CONNECTIONS`` are served at once and
+``MAX_STREAMS`` of them streams, the rest get a 503 at once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +27,9 @@ import numpy as np
 from runtime.errors import ConfigError
 
 BOUNDARY = "signkitframe"
+IDLE_SECONDS = 10.0  # a request not sent, or a frame not read, within this: the connection is closed
+MAX_CONNECTIONS = 16  # each holds a thread of a Pi's few
+MAX_STREAMS = 4  # each encodes and sends every frame
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>signkit camera demo</title>
 <style>body{font:15px system-ui,sans-serif;margin:1em;background:#111;color:#eee}img{max-width:100%;border:1px solid #444}
@@ -83,8 +91,10 @@ class FrameBoard:
         return seq, jpeg
 
 
-def _handler(board: FrameBoard) -> type[BaseHTTPRequestHandler]:
+def _handler(board: FrameBoard, streams: threading.BoundedSemaphore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_SECONDS  # applied to the socket: reads and writes
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -109,7 +119,13 @@ def _handler(board: FrameBoard) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._send(jpeg, "image/jpeg")
             elif path == "/stream.mjpg":
-                self._stream()
+                if not streams.acquire(blocking=False):
+                    self.send_error(503, f"too many viewers (at most {MAX_STREAMS}); close another stream and reload")
+                    return
+                try:
+                    self._stream()
+                finally:
+                    streams.release()
             else:
                 self.send_error(404)
 
@@ -126,10 +142,37 @@ def _handler(board: FrameBoard) -> type[BaseHTTPRequestHandler]:
                         continue
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode())
                     self.wfile.write(jpeg + b"\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the viewer went away
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass  # the viewer went away, or stopped reading
 
     return Handler
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, up to ``MAX_CONNECTIONS``; one more is answered 503 and closed at once."""
+
+    daemon_threads = True
+    request_queue_size = 64  # connections waiting to be accepted: each is then served or refused at once
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MjpegServer:
@@ -137,10 +180,16 @@ class MjpegServer:
 
     def __init__(self, board: FrameBoard, port: int, host: str = "127.0.0.1") -> None:
         try:
-            self.httpd = ThreadingHTTPServer((host, port), _handler(board))
+            self.httpd = _BoundedServer((host, port), _handler(board, threading.BoundedSemaphore(MAX_STREAMS)))
+        except (socket.gaierror, OverflowError) as err:
+            raise ConfigError(f"--serve-host {host} / --serve {port}: not an address and port to listen on ({err}); pass an "
+                              f"address of this machine (127.0.0.1, 0.0.0.0) and a port of 1024-65535") from None
         except OSError as err:
-            raise ConfigError(f"--serve {port}: cannot listen on {host}:{port} ({err.strerror}); choose another port") from None
-        self.httpd.daemon_threads = True
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise ConfigError(f"--serve {port}: cannot listen on {host}:{port} ({err.strerror}); choose another "
+                                  f"port") from None
+            raise ConfigError(f"--serve-host {host}: cannot listen there ({err.strerror}); pass an address of this "
+                              f"machine (127.0.0.1, or 0.0.0.0 for every network)") from None
         self.board = board
         self.port = self.httpd.server_address[1]
         self.host = host

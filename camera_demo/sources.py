@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
@@ -102,7 +103,9 @@ class CaptureSource:
 
 
 class FolderSource:
-    """The images of a folder in name order (unreadable files are skipped and counted)."""
+    """The images of a folder in name order. An unreadable file is skipped and listed in ``skipped`` (once, however
+    often the folder loops); the frames that are read are numbered without gaps, so a skipped file is not a dropped
+    frame."""
 
     live = False
 
@@ -114,6 +117,7 @@ class FolderSource:
         self.fps = fps
         self.skipped: list[Path] = []
         self._pos = 0
+        self._count = 0
 
     def read(self) -> Frame | None:
         while self._pos < len(self.files):
@@ -121,12 +125,15 @@ class FolderSource:
             self._pos += 1
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if _check_image(image):
-                return Frame(image, (self._pos - 1) / (self.fps or 1.0), self._pos - 1)
-            self.skipped.append(path)
+                self._count += 1
+                return Frame(image, (self._count - 1) / (self.fps or 1.0), self._count - 1, path.name)
+            if path not in self.skipped:
+                self.skipped.append(path)
         return None
 
     def rewind(self) -> None:
         self._pos = 0
+        self._count = 0
 
     def close(self) -> None:
         pass
@@ -248,7 +255,7 @@ def frames(source: Source, *, loop: bool = False) -> Iterator[Frame]:
         last = -1
         while (frame := source.read()) is not None:
             last = frame.index
-            yield Frame(frame.image, frame.timestamp, frame.index + offset) if offset else frame
+            yield replace(frame, index=frame.index + offset) if offset else frame
         if not loop or source.live or last < 0:
             return
         rewind = getattr(source, "rewind", None)

@@ -17,7 +17,7 @@ from typing import Any
 from export.inputs import Calibration, ExportInputs, load_inputs
 from export.metadata import build_metadata
 from export.recipes import RECIPES, ConvertJob
-from export.report import write_report
+from export.report import file_stamp, write_report
 from export.verify import DEFAULT_MAX_REJECT, Gate, Verification, check_candidate
 from runtime.atomic import locked_work_folder, publish
 from runtime.builds import BUILDS, BuildSpec, build_file, sidecar_of, write_sidecar
@@ -54,7 +54,8 @@ class BuildResult:
         return {"build": self.spec.name, "file": str(self.path) if self.path else None, "quantized": self.spec.quantized,
                 "precision": self.spec.precision, "size_kb": self.size_kb, "export_seconds": round(self.seconds, 2),
                 "calibration_seconds": None if self.convert_seconds is None else round(self.convert_seconds, 2),
-                "analysis": self.analysis, "verification": self.verification.to_dict() if self.verification else None}
+                "analysis": self.analysis, "verification": self.verification.to_dict() if self.verification else None,
+                "stamp": file_stamp(self.path)}
 
 
 def export_build(inputs: ExportInputs, name: str, out: Path | None = None,

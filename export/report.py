@@ -63,13 +63,33 @@ def analyse_onnx(path: Path) -> dict[str, Any]:
             "non_integer_ops": sorted(not_quantized)}
 
 
+def file_stamp(path: Path | None) -> dict[str, int] | None:
+    """What a report entry records of the build file it describes (size and modification time), to notice a change."""
+    if path is None or not Path(path).is_file():
+        return None
+    st = Path(path).stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_report(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """RUN/export_report.json by build, each entry marked ``stale`` when its build file is no longer the one it
+    describes (replaced, or removed, since: an export interrupted between publishing a build and its report)."""
+    json_path = Path(run_dir) / "export_report.json"
+    if not json_path.is_file():
+        return {}
+    entries = {e["build"]: e for e in json.loads(json_path.read_text()).get("builds", [])}
+    for e in entries.values():
+        if e.get("file"):  # beside the run (wherever the run folder is now), else where --out put it
+            here = Path(run_dir) / Path(e["file"]).name
+            e["stale"] = file_stamp(here if here.is_file() else Path(e["file"])) != e.get("stamp")
+    return entries
+
+
 def write_report(run_dir: Path, entries: list[dict[str, Any]]) -> tuple[Path, Path]:
     """Merge ``entries`` (one per build) into RUN/export_report.json and rewrite export_report.md."""
     json_path, md_path = run_dir / "export_report.json", run_dir / "export_report.md"
-    merged: dict[str, dict[str, Any]] = {}
-    if json_path.is_file():
-        merged = {e["build"]: e for e in json.loads(json_path.read_text()).get("builds", [])}
-    merged.update({e["build"]: e for e in entries})
+    merged = read_report(run_dir)
+    merged.update({e["build"]: {**e, "stale": False} for e in entries})
     builds = sorted(merged.values(), key=lambda e: e["build"])
     markdown = to_markdown(run_dir, builds)
     write_text_atomic(json_path, json.dumps({"model": str(run_dir), "builds": builds}, indent=2))
@@ -87,7 +107,7 @@ def to_markdown(run_dir: Path, builds: list[dict[str, Any]]) -> str:
         int_only = ("-" if e.get("precision") != "int8" else ("yes, float in/out" if a.get("float_io") else "yes")
                     if a["integer_only"] else "no: " + ", ".join(a["non_integer_ops"]))
         lines.append(
-            f"| {e['build']} | {e['size_kb']:.1f} | {v.get('accuracy', float('nan')):.4f} | {v.get('drop_pp', float('nan')):.2f} "
+            f"| {e['build']}{' (stale: the build changed since; re-export it)' if e.get('stale') else ''} | {e['size_kb']:.1f} | {v.get('accuracy', float('nan')):.4f} | {v.get('drop_pp', float('nan')):.2f} "
             f"| {v.get('agreement', float('nan')):.2f} | {v.get('max_prob_delta', float('nan')):.1e} | {int_only} "
             f"| {'-' if e.get('calibration_seconds') is None else format(e['calibration_seconds'], '.1f')} | {', '.join(f'{k}×{n}' for k, n in a['ops'].items())} |")
     lines += ["", "Accuracy is on the model's track-held-out validation split, through `runtime/` (not TensorFlow)."]

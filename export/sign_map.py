@@ -30,6 +30,7 @@ from runtime.builds import sidecar_of
 from runtime.cli import HelpFormatter
 from runtime.errors import BuildError, ConfigError, cli_errors
 from runtime.sign_map import MAP_FILE, MAP_FORMAT, decode
+from train.device import gpu_available, select_backend
 
 GATE_SCORE = 0.2  # the gate compares the float and int8 maps' peaks from this score up
 GATE_SIDE = 1.25  # ... and their signs' sides, to within this factor
@@ -94,9 +95,11 @@ def export_sign_map(folder: Path, *, min_agreement: float = 0.9) -> Path:
         ConfigError: no fitted map in ``folder``, or its fitting frames are gone.
         BuildError: the int8 map does not find the float map's peaks (nothing is written then).
     """
+    fit = read_fit(folder)
+    select_backend("tensorflow", "auto")
+    gpu_available("tensorflow")  # starts TensorFlow without its CUDA notes on a machine without a GPU
     import keras
 
-    fit = read_fit(folder)
     model = keras.models.load_model(folder / "sign_map.keras", compile=False)
     h, w = (int(v) for v in model.input_shape[1:3])
     smalls = fitting_frames(fit, h, w)

@@ -37,6 +37,7 @@ GTSRB_CLASS_NAMES: tuple[str, ...] = (
 class Annotation:
     box: Box  # x2/y2 exclusive
     class_id: int
+    where: str = ""  # the gt.txt line it came from ("PATH line N"), for errors
 
 
 def read_gtsdb(path: Path, num_classes: int | None = None, frames: set[str] | None = None) -> dict[str, list[Annotation]]:
@@ -74,7 +75,7 @@ def read_gtsdb(path: Path, num_classes: int | None = None, frames: set[str] | No
         stem = Path(name).stem
         if frames is not None and stem not in frames:
             raise RoiError(f"{where}: frame {name} is not in {Path(path).parent}; add the frame or delete the line")
-        out.setdefault(stem, []).append(Annotation((left, top, right + 1, bottom + 1), c))
+        out.setdefault(stem, []).append(Annotation((left, top, right + 1, bottom + 1), c, where))
     return out
 
 
@@ -92,11 +93,21 @@ def frame_files(folder: Path, num_classes: int | None = None) -> tuple[dict[str,
     return files, read_gtsdb(gt_file, num_classes, set(files))
 
 
-def read_frame(path: Path) -> np.ndarray:
-    """A BGR frame from disk, or a one-line RoiError naming the file."""
+def read_frame(path: Path, signs: Sequence[Annotation] = ()) -> np.ndarray:
+    """A BGR frame from disk, or a one-line RoiError naming the file.
+
+    ``signs``: the frame's annotations, checked against its size now that it is known. A box past the right or
+    bottom edge is refused, as one past the left or top edge is when gt.txt is read: a box that is not where the
+    sign is would be scored as a miss however well the pipeline did."""
     frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise RoiError(f"{path} is not a readable image; remove or re-encode it")
+    h, w = frame.shape[:2]
+    for a in signs:
+        x1, y1, x2, y2 = a.box
+        if x2 > w or y2 > h:
+            raise RoiError(f"{a.where or path}: box {x1},{y1},{x2 - 1},{y2 - 1} reaches past the {w}x{h} frame {Path(path).name}; "
+                           f"fix or delete the line")
     return frame
 
 

@@ -82,6 +82,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     Raises:
         BuildError: no metadata, metadata that is not signkit's, or a sidecar of another model file.
     """
+    if not Path(path).is_file():
+        raise BuildError(f"build {path} not found; export one with `python -m export.tflite --int8`")
     side = sidecar_of(path)
     if side.is_file():
         try:

@@ -52,8 +52,14 @@ def check_frame(frame: object) -> None:
         raise RoiError(f"frame must be uint8 (8-bit BGR, as cv2.imread/VideoCapture give), got {frame.dtype}; "
                        f"convert with frame.astype(np.uint8) after scaling to 0..255")
     if frame.ndim != 3 or frame.shape[2] != 3:
-        hint = ("cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)" if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1)
-                else "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)")
+        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+            hint = "cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)"
+        elif frame.ndim == 3 and frame.shape[2] == 4:
+            hint = "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)"
+        elif frame.ndim == 3 and frame.shape[0] in (1, 3, 4):
+            hint = "frame.transpose(1, 2, 0) (it is channels-first)"
+        else:
+            hint = "an image of height x width x 3 (BGR, as cv2.imread gives)"
         raise RoiError(f"frame must be HxWx3 BGR, got shape {frame.shape}; convert with {hint}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise RoiError(f"frame is empty (shape {frame.shape}); the camera or file gave no pixels")

@@ -55,6 +55,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "misses"), "bench.misses", "Which annotated signs the frame pipeline misses, and at which stage.", "runtime"),
     Command(("bench", "drive"), "bench.drive", "Make a driving-toward video from GTSDB-layout frames, or score a camera-demo JSONL against it.",
             "runtime"),
+    Command(("bench", "soak"), "bench.soak", "Run the camera demo on an endless source and print what it holds as it runs.",
+            "runtime"),
     Command(("camera",), "camera_demo", "Classify the signs a camera sees, live, with any build (TensorFlow-free).", "runtime"),
 )
 

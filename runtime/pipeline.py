@@ -29,8 +29,8 @@ from runtime.sign_map import SignMap
 OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 # The second look: every detection of a proposed box is cropped again at these times its size and kept only
 # when at least SECOND_LOOK_VOTES of the crops read its class. A sign stays a sign when framed a little tighter
-# or looser; most leaves and windows read as one do not (docs/results.md, "A second look at every detection":
-# on gtsdb-train frames, half the false detections gone for 4 of 363 hits).
+# or looser; most leaves and windows read as one do not (on the fitting frames: half the false detections gone
+# for 4 of 363 hits).
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
@@ -258,11 +258,11 @@ class FramePipeline:
 class ProposalsAhead:
     """The proposal stage of the next frame on a thread of its own while the classifier works on this one.
 
-    The two stages then run at once instead of one after the other: measured on 2 cores, 12-19 % more
-    frames per second, the same detections. Give the classifier fewer threads than cores so that the
-    proposal stage, the slower one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs
-    in ``run``, on the classifier's thread, which has the lighter load (docs/results.md: a median of 35 against 30 frames/s
-    on 2 cores with the map on the proposal thread).
+    The two stages then run at once instead of one after the other, with the same detections (on 2 cores, 12-19 %
+    more frames per second). Give the classifier fewer threads than cores so that the proposal stage, the slower
+    one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs in ``run``, on the classifier's
+    thread, where int8 is fast the lighter load (on 2 cores with VNNI: a median of 35 against 30 frames/s with the
+    map on the proposal thread).
     """
 
     def __init__(self, pipeline: FramePipeline) -> None:

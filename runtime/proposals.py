@@ -13,9 +13,7 @@ faded ones appear at the lower). Each thresholded map is read two ways, as a *cu
 A cue knows how much bigger the sign is than what it sees (``grow``: a red ring's face is about
 0.65 of the sign, the yellow square about half of the diamond). ``cv2.connectedComponentsWithStats``
 gives every blob and hole with its box and pixel count; size, aspect and fill ratio (signs are
-convex: a disc fills 0.79 of its box, a triangle 0.5) filter them, all vectorised. (A thread pool
-over the cues measured no faster here, ~23 ms per 1360x800 frame either way, when the
-colour maps were computed per pixel in numpy; not measured again since.)
+convex: a disc fills 0.79 of its box, a triangle 0.5) filter them, all vectorised.
 
 A frame still yields a few hundred candidates, most of them leaves and windows. Each gets a few
 numbers read from integral images in O(1) (fill, squareness, size, brightness and saturation of
@@ -107,7 +105,7 @@ class ProposalConfig:
     max_aspect: float = 1.6  # width/height (and its inverse)
     min_fill: float = 0.45  # pixels / box area (disc 0.79, triangle 0.5, diamond 0.5)
     nms_iou: float = 0.5
-    max_proposals: int = 60  # docs/results.md: 60 proposes as many held-out signs as 80 on two gtsdb-train splits
+    max_proposals: int = 60  # 80 proposed no more held-out signs on two splits of the fitting frames
     per_cue: int = 8  # the best few of every cue make the cut, so a rare cue is not crowded out by a busy one
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from runtime.errors import BuildError
 from runtime.pipeline import FramePipeline, detect_signs
 from runtime.roi import RoiError, load_boxes
 from tests import synth
-from tests.fixtures import LOOSE_GATE
+from tests.fixtures import LOOSE_GATE, REPO
 from train.__main__ import main as train_main
 from train.data import load_dataset
 
@@ -351,3 +353,52 @@ def test_the_run_data_remounted_is_not_called_other_data_a_copy_elsewhere_is_and
     assert np.array_equal(val.labels, run.split("val").labels)
     with pytest.raises(ConfigError, match="has 108 images but .* was trained on 240"):
         run.splits(kaggle_webp_dir)
+
+@pytest.mark.parametrize("argv, module, says", [
+    (["--run", "/nope"], "bench.report", "/nope does not exist"),
+    (["--build", "/nope.tflite", "--frames", "/tmp"], "bench.gtsdb", "build /nope.tflite not found"),
+    (["--data", "/nope"], "train.insight.inspect", "/nope does not exist"),
+    (["--frames", "/nope", "--out", "/tmp/x"], "train.frames.sign_map", "/nope does not exist"),
+    (["--frames", "/nope"], "train.frames.ranker", "/nope does not exist"),
+])
+def test_a_missing_input_is_named_as_missing(argv, module, says, capsys):
+    import importlib
+
+    assert importlib.import_module(module).main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert says in err and "Traceback" not in err and len(err) < 300
+
+
+def test_a_channels_first_frame_gets_the_transpose_hint():
+    from runtime.classifier import check_frame
+    from runtime.roi import RoiError
+
+    with pytest.raises(RoiError, match=r"transpose\(1, 2, 0\)"):
+        check_frame(np.zeros((3, 240, 320), np.uint8))
+    with pytest.raises(RoiError, match="BGRA2BGR"):
+        check_frame(np.zeros((240, 320, 4), np.uint8))
+
+
+def test_ground_truth_past_the_right_or_bottom_edge_is_refused_like_the_left_or_top(tmp_path):
+    """A box past the frame was scored as a miss even with the true boxes as proposals; now it is refused, with the
+    line, as a box past the left or top edge always was."""
+    from runtime.annotations import frame_files, read_frame
+    from runtime.roi import RoiError
+
+    folder = synth.write_gtsdb(tmp_path / "f", frames=2, size=(400, 300))
+    with open(folder / "gt.txt", "a") as f:
+        f.write("00001.ppm;380;250;420;310;13\n")
+    files, gt = frame_files(folder)
+    with pytest.raises(RoiError, match=r"gt.txt line \d+: box 380,250,420,310 reaches past the 400x300 frame"):
+        read_frame(files["00001"], gt["00001"])
+
+
+@pytest.mark.slow
+def test_the_sign_map_fit_is_quiet_but_for_its_progress(tmp_path):
+    """--quiet: no TensorFlow CUDA notes on a CPU machine, and still a line every 5 % of the steps."""
+    frames = synth.write_gtsdb(tmp_path / "frames", frames=2, seed=5, size=(640, 560))
+    proc = subprocess.run([sys.executable, "-m", "train.frames.sign_map", "--frames", str(frames), "--out", str(tmp_path / "m"),
+                           "--steps", "20", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cuInit" not in proc.stderr and "cuda" not in proc.stderr.lower()
+    assert proc.stderr.count("sign map: step") == 20  # a line every step of 20 (5 % of them)

@@ -43,7 +43,7 @@ def test_the_runtime_extras_bench_commands_import_without_the_train_extra():
     matplotlib or tqdm, nor anything of train/ or export/."""
     code = BLOCKER.split("import pkgutil")[0] + (
         "import importlib\n"
-        "for name in ('bench.gtsdb', 'bench.misses', 'bench.drive'):\n"
+        "for name in ('bench.gtsdb', 'bench.misses', 'bench.drive', 'bench.soak'):\n"
         "    importlib.import_module(name)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train', "
         "'export'))\n"
@@ -57,4 +57,4 @@ def test_signkit_lists_the_runtime_extras_commands_as_such():
     from runtime.commands import COMMANDS
 
     light = {c.module for c in COMMANDS if c.extra == "runtime"}
-    assert light == {"bench.gtsdb", "bench.misses", "bench.drive", "camera_demo"}
+    assert light == {"bench.gtsdb", "bench.misses", "bench.drive", "bench.soak", "camera_demo"}

@@ -15,14 +15,14 @@ from train.augment import AugmentConfig
 class TrainConfig:
     data: Path
     out: Path
-    arch: str = "edge-xs"  # before 2026-11-22: "edge" (LEGACY_DEFAULTS)
+    arch: str = "edge-xs"  # runs recorded before it was the default trained "edge" (LEGACY_DEFAULTS)
     epochs: int = 30
     img_size: int | None = None  # None: the architecture's default
     batch_size: int = 64
     lr: float = 2e-3  # peak of the warm-up + cosine schedule
     weight_decay: float = 5e-3  # AdamW's decoupled weight decay
     label_smoothing: float = 0.0
-    contrast: str = "clahe"  # "none" before 2026-11-22; "clahe": equalise each crop's lightness before normalising (runtime.preprocess)
+    contrast: str = "clahe"  # equalise each crop's lightness before normalising (runtime.preprocess); "none": as it is
     seed: int = 0  # weights and batch order
     split_seed: int | None = None  # which tracks are held out (None: the seed's); fixed across the seeds of a study
     val_fraction: float = 0.1
@@ -64,7 +64,7 @@ def to_json(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # The defaults a run recorded before they changed: a run written before a setting existed trained
-# with its old default, not today's (the default model became edge-xs + CLAHE on 2026-11-22).
+# with its old default, not today's.
 LEGACY_DEFAULTS: dict[str, Any] = {"arch": "edge", "contrast": "none"}
 
 

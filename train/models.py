@@ -133,7 +133,7 @@ def build_notebook_d(size: int, channels: int, num_classes: int) -> keras.Model:
 
 
 ARCHS: dict[str, Arch] = {a.name: a for a in (
-    Arch("edge", "int8-friendly conv-BN-ReLU x6 + GAP, 0.29 M params (default)", 32, 8, "rgb", "standardize", build_edge),
+    Arch("edge", "int8-friendly conv-BN-ReLU x6 + GAP, 0.29 M params (the frame pipeline's model)", 32, 8, "rgb", "standardize", build_edge),
     Arch("notebook-a", "notebook A: 6 valid convs, leaky ReLU, dense 418/256", 60, 40, "rgb", "unit", build_notebook_a),
     Arch("lenet", "notebook B: greyscale LeNet 5x5 convs, dense 200/100", 32, 16, "gray", "symmetric", build_lenet),
     Arch("cifar", "notebook C: 2 conv 5x5 + BN, dense 256/128", 32, 8, "rgb", "unit", build_cifar),

@@ -80,6 +80,8 @@ class Run:
     def open(cls, path: Path) -> Run:
         """Raises ConfigError when ``path`` is not a complete run."""
         path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist; pass --run a folder written by `python -m train` (runs/ holds them)")
         if not (path / "model.keras").is_file() or not (path / "metadata.json").is_file():
             raise ConfigError(f"{path} is not a training run (needs model.keras and metadata.json); pass --run a "
                               f"folder written by `python -m train`")

@@ -107,7 +107,7 @@ def mine(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", per_fra
     for folder, files, gt, stems in chosen:
         seen = [frames_fitted(m.fitted_on, folder) for m in maps]
         for stem in tqdm(stems, desc=f"mining negatives in {folder.name}", unit="frame", disable=not progress, file=sys.stderr):
-            frame = read_frame(files[stem])
+            frame = read_frame(files[stem], gt.get(stem, ()))
             h, w = frame.shape[:2]
             signs = [a.box for a in gt.get(stem, [])]
             unseen = [i for i, frames in enumerate(seen) if stem not in frames]

@@ -130,7 +130,7 @@ def fit_ranker(folders: Sequence[Path], subset: str = "all", l2: float = 1.0, sc
         fit_on = select_frames(sorted(files), subset)
         if not fit_on:
             raise ConfigError(f"{folder}: no frames for --subset {subset}")
-        frames = {stem: read_frame(path) for stem, path in files.items()}
+        frames = {stem: read_frame(path, gt.get(stem, ())) for stem, path in files.items()}
         data += collect({s: frames[s] for s in fit_on}, gt, cfg, progress=progress)
         fitted.append(fitted_on(folder, fit_on))
         held_out = [s for s in sorted(files) if s not in set(fit_on)]
@@ -145,7 +145,7 @@ def fit_ranker(folders: Sequence[Path], subset: str = "all", l2: float = 1.0, sc
                               "positives": n_pos, "l2": l2}
     if score:
         score_files, score_gt = frame_files(score)
-        scored.append((f"{len(score_files)} frames of {score}", {s: read_frame(p) for s, p in score_files.items()}, score_gt))
+        scored.append((f"{len(score_files)} frames of {score}", {s: read_frame(p, score_gt.get(s, ())) for s, p in score_files.items()}, score_gt))
     for where, held, truth in scored:
         for name, r in (("fitted ranking", ranker), ("fill-ratio ranking", Ranker())):
             rec, per_frame = proposal_recall(held, truth, cfg, r)

@@ -33,6 +33,7 @@ from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from train.data.dataset import load_dataset
+from train.device import gpu_available, select_backend
 
 SCALE = 0.5  # the map sees the frame at half size, like the colour cues
 STRIDE = 4
@@ -200,7 +201,7 @@ def read_frame_sets(folders: Sequence[Path], subset: str) -> tuple[list[np.ndarr
     for folder in folders:
         files, gt = frame_files(folder)
         stems = select_frames(list(files), subset)
-        frames += [read_frame(files[s]) for s in stems]
+        frames += [read_frame(files[s], gt.get(s, ())) for s in stems]
         signs += [gt.get(s, []) for s in stems]
         sources.append({"path": str(Path(folder).resolve()), "gt_sha256": annotations_fingerprint(folder), "frames": stems})
     if not any(signs):
@@ -244,6 +245,8 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
         pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress, sampling=paste_sampling)
         pasted["rate"] = paste_rate
 
+    select_backend("tensorflow", "auto")
+    gpu_available("tensorflow")  # starts TensorFlow without its CUDA notes on a machine without a GPU
     import keras
 
     keras.utils.set_random_seed(seed)

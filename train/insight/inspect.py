@@ -29,7 +29,7 @@ from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import DatasetFormatError, cli_errors
 from train.config import TrainConfig
-from train.data import Split, detect_format, load_dataset
+from train.data import Split, check_data_path, detect_format, load_dataset
 from train.data.formats import FORMATS
 from train.plots import gallery, save_figure
 from train.splits import SplitRule, choose
@@ -102,6 +102,7 @@ def cross_duplicates(splits: dict[str, Split], max_bits: int = 6, min_corr: floa
 def load_splits(data: Path, fmt: str = "auto", size: int = 32, val_fraction: float = 0.1, seed: int = 0,
                 progress: bool = True) -> dict[str, Split]:
     """Train and validation as training would split them (held-out tracks), and test where there is one."""
+    check_data_path(data)
     fmt = detect_format(data) if fmt == "auto" else fmt
     _, sets = choose(data, fmt, SplitRule(val_fraction, 0.0, seed, seed), size=size, margin=TrainConfig.margin,
                      progress=progress)
