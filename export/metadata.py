@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from export.report import restamp
 from runtime.atomic import atomic_path
 from runtime.builds import METADATA_FORMAT, BuildSpec, write_sidecar
 from train.runs import Run
@@ -70,3 +71,4 @@ def write_metadata(build: Path, meta: dict[str, Any]) -> None:
     if build.suffix == ".onnx":
         embed_onnx_metadata(build, meta)
     write_sidecar(build, meta)
+    restamp(build)

@@ -97,6 +97,18 @@ def write_report(run_dir: Path, entries: list[dict[str, Any]]) -> tuple[Path, Pa
     return json_path, md_path
 
 
+def restamp(build: Path) -> None:
+    """After a build's metadata was rewritten in place (``export.threshold``), its report entry describes it again."""
+    json_path = build.parent / "export_report.json"
+    if not json_path.is_file():
+        return
+    entries = json.loads(json_path.read_text()).get("builds", [])
+    for e in entries:
+        if e.get("file") and Path(e["file"]).name == build.name:
+            e["stamp"] = file_stamp(build)
+    write_text_atomic(json_path, json.dumps({"model": str(build.parent), "builds": entries}, indent=2))
+
+
 def to_markdown(run_dir: Path, builds: list[dict[str, Any]]) -> str:
     lines = [f"# Export report: {run_dir}", "",
              "| build | size KB | accuracy | drop pp | agreement % | max abs dp | integer-only | calibration s | ops |",

@@ -25,6 +25,8 @@ class Command(NamedTuple):
 
 COMMANDS: tuple[Command, ...] = (
     Command(("train",), "train", "Train a traffic-sign CNN (GPU when one is visible, else CPU).", "train"),
+    Command(("train", "launch"), "train.launch", "Start N training processes on this machine, one multi-process run.",
+            "train"),
     Command(("train", "download"), "train.download", "Download official dataset archives (verified, resumable).", "train"),
     Command(("train", "inspect"), "train.insight.inspect", "Class balance, sizes, brightness, tracks and cross-split duplicates of a dataset, as PNGs and Markdown.", "train"),
     Command(("train", "explain"), "train.insight.explain",

@@ -37,3 +37,15 @@ def test_random_erasing_covers_a_patch_when_enabled():
     out = augment_batch(x, np.random.default_rng(1), cfg)
     changed = (np.abs(out.astype(int) - 128) > 40).any(axis=3).sum(axis=(1, 2))
     assert (changed > 0).all() and (changed < 32 * 32 * 0.35).all()
+
+
+def test_a_batch_split_in_two_is_augmented_as_the_whole_batch():
+    """Two processes each augmenting their half of a global batch, from the same draws, give the single process's crops."""
+    from train.augment import apply, draw
+
+    x = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    cfg = AugmentConfig(erase_p=0.5, perspective=0.1)
+    d = draw(np.random.default_rng(5), 8, 32, cfg)
+    whole = apply(x, d)
+    halves = np.concatenate([apply(x[:4], d[:4]), apply(x[4:], d[4:])])
+    assert np.array_equal(whole, halves)

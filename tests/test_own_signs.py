@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 from runtime.errors import DatasetFormatError
 from runtime.preprocess import to_model_input
 from tests import synth
-from tests.fixtures import LOOSE_GATE, REPO
+from tests.fixtures import LOOSE_GATE
 from train.__main__ import main as train_main
 from train.data import detect_format, load_dataset
 from train.data.formats import FORMATS
@@ -158,31 +155,6 @@ def test_extend_flags(trained_run, extended, tmp_path, capsys):
         assert e.value.code == 2
     assert train_main(["--extend", str(extended), "--add", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
     assert "was itself extended" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_mirrored_training_on_two_logical_devices_is_an_ordinary_run(kaggle_dir, trained_run, tmp_path):
-    out = tmp_path / "mirrored"
-    env = {**os.environ, "SIGNKIT_LOGICAL_CPUS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "train", "--data", str(kaggle_dir), "--distribute", "mirrored", "--epochs", "1",
-                           "--img-size", "16", "--batch-size", "8", "--out", str(out), "--quiet"], cwd=REPO, env=env,
-                          check=False, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mirrored over 2 replicas (batch 16" in proc.stderr
-    meta = json.loads((out / "metadata.json").read_text())
-    assert meta["distribution"] == {"strategy": "mirrored", "replicas": 2, "global_batch": 16, "lr": pytest.approx(2 * 2e-3)}
-    single = json.loads((trained_run / "metadata.json").read_text())
-    assert set(meta) == set(single) and meta["preprocess"] == {**single["preprocess"]}
-
-    assert Run.open(out).load_model().output_shape == (None, 4)
-
-
-def test_multiworker_without_tf_config_is_one_line(kaggle_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert train_main(["--data", str(kaggle_dir), "--distribute", "multiworker", "--epochs", "1", "--img-size", "16",
-                       "--out", str(tmp_path / "r"), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "needs TF_CONFIG" in err and "Traceback" not in err
 
 
 def test_to_folders_carves_classes_out_with_their_boxes_and_tracks(tmp_path):

@@ -21,12 +21,11 @@ from bench import gtsdb
 from bench.evaluate import main as eval_main
 from export import all as export_all
 from export import tflite as export_tflite
-from runtime.annotations import read_gtsdb
 from runtime.atomic import folder_lock
 from runtime.builds import BUILDS, build_file, sidecar_of
 from runtime.classifier import Classifier
 from runtime.errors import BuildError
-from runtime.pipeline import FramePipeline, detect_signs
+from runtime.pipeline import detect_signs
 from runtime.roi import RoiError, load_boxes
 from tests import synth
 from tests.fixtures import LOOSE_GATE, REPO
@@ -165,22 +164,17 @@ def test_an_onnx_build_without_its_sidecar_keeps_threshold_and_verification(expo
 # --- 6. bench.gtsdb and gt.txt -----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_gt_boxes_are_paired_with_their_own_annotations_when_one_is_dropped(exported, tmp_path, capsys):
+def test_bench_gtsdb_refuses_ground_truth_outside_its_frame_in_one_line(exported, tmp_path, capsys):
+    """A box wholly past the frame's right and bottom edges was dropped and scored as a miss, even given the true boxes;
+    it is refused, with its line, as one past the left or top edge is."""
     folder = synth.write_gtsdb(tmp_path / "frames", frames=2, seed=4)
     lines = (folder / "gt.txt").read_text().splitlines()
-    # A box wholly outside the frame first: it is dropped, and the other boxes must keep their classes.
     (folder / "gt.txt").write_text("\n".join(["00000.ppm;900;900;950;950;1", *lines]) + "\n")
     build = build_file(exported, BUILDS["tflite-f32"])
     assert gtsdb.main(["--build", str(build), "--frames", str(folder), "--proposals", "gt", "--threads", "1",
-                       "--repeat", "1", "--json"]) == 0
-    score = json.loads(capsys.readouterr().out)[0]
-    clf = Classifier.from_build(build)
-    gt = read_gtsdb(folder / "gt.txt")
-    right = 0
-    for stem, truth in gt.items():
-        result = FramePipeline(clf).run(cv2.imread(str(folder / f"{stem}.jpg")), [a.box for a in truth])
-        right += sum(d is not None and d.prediction.top_k[0][0] == a.class_id for d, a in zip(result.classified, truth))
-    assert score["top1_right"] == right and score["signs"] == len(lines) + 1
+                       "--repeat", "1", "--json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "gt.txt line 1: box 900,900,950,950 reaches past the" in err and "fix or delete the line" in err
 
 
 @pytest.mark.parametrize("line, message", [

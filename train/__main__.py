@@ -16,8 +16,9 @@ model (data, architecture, size, augmentation, ...) from its checkpoint; only --
 run records what the old classes lost and what the new ones reach on held-out photos.
 --extend RUN --background DIR does the same with a "not a sign" class (train.frames.negatives) for the
 frame pipeline: the signs keep what RUN learned, and the run records what they lost.
---distribute mirrored / multiworker trains data-parallel with the backend's own strategy
-(train.distribute); --batch-size is then per replica.
+--distribute mirrored trains data-parallel on every device of this machine; --distribute multiworker
+over several processes, one machine or several (train.distribute; python -m train.launch starts N on
+this machine). --batch-size is then per device.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from train.config import TrainConfig, from_json, resume_config
 from train.data.formats import FORMATS
 from train.device import BACKENDS
 from train.extend import extension_lines
+from train.launch import WORKER_ENV, supervise
 from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
 from train.watchdog import STALL_EXIT
@@ -98,8 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="class folders (DIR/<class name>/*.jpg) of the classes to add; with --extend")
     ext.add_argument("--add-holdout", type=float, default=0.3,
                      help="share of each added class's photos held out to score it (whole tracks where known)")
-    p.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
-                   help="data-parallel training: mirrored = every GPU here, multiworker = across machines (TF_CONFIG)")
+    dist = p.add_argument_group("training past one device")
+    dist.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
+                      help="data-parallel training: mirrored = every device of this machine; multiworker = several "
+                           "processes, on this machine or others (--backend jax, and the three flags below)")
+    dist.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="multiworker: the address process 0 listens on, the same for every process")
+    dist.add_argument("--num-processes", type=int, default=1, metavar="N", help="multiworker: how many processes the run has")
+    dist.add_argument("--process-id", type=int, default=0, metavar="I",
+                      help="multiworker: this process's number, 0..N-1; process 0 writes the run")
     p.add_argument("--no-cache", action="store_true", help="decode the images again instead of using the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--stall-minutes", type=float, default=TrainConfig.stall_minutes,
@@ -115,7 +124,8 @@ FIELDS = {"data": "data", "fmt": "fmt", "arch": "arch", "epochs": "epochs", "img
           "contrast": "contrast",
           "patience": "patience", "seed": "seed", "device": "device", "backend": "backend", "background": "background",
           "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p", "min_per_class": "min_per_class",
-          "distribute": "distribute"}
+          "distribute": "distribute", "coordinator": "coordinator", "num_processes": "num_processes",
+          "process_id": "process_id"}
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
@@ -134,6 +144,8 @@ _UNSET = object()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.distribute == "multiworker" and os.environ.get(WORKER_ENV) != "1":
+        return supervise(list(sys.argv[1:] if argv is None else argv), args.process_id, args.num_processes)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
     if args.img_size is not None and args.img_size < 1:
@@ -152,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       device=args.device, augment=augment, use_cache=not args.no_cache, progress=not args.quiet,
                       background=args.background, resume=args.resume, min_per_class=args.min_per_class,
                       distribute=args.distribute, split_seed=args.split_seed, devtest_fraction=args.devtest_fraction,
-                      label_smoothing=args.label_smoothing, contrast=args.contrast, stall_minutes=args.stall_minutes)
+                      label_smoothing=args.label_smoothing, contrast=args.contrast, stall_minutes=args.stall_minutes,
+                      coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
     if args.add and not args.extend:
         parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
     if args.extend:
@@ -209,6 +222,9 @@ def extension_config(args: argparse.Namespace, given: set[str], out: Path) -> Tr
 
 
 def print_result(result: TrainResult) -> None:
+    if result.process[0]:
+        print(f"process {result.process[0]} of {result.process[1]}: done (process 0 writes the run)")
+        return
     print(f"validation accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch} of {result.epochs_run}, "
           f"{result.params:,} params, {result.seconds / 60:.1f} min) -> {result.out / 'model.keras'}")
     if result.extension:

@@ -40,7 +40,10 @@ class TrainConfig:
     add: Path | None = None  # --add: class folders of new classes (or more photos of known ones)
     add_holdout: float = 0.3  # share of each added class's photos (whole tracks where known) kept to score them
     min_per_class: int = 0  # a class with fewer training images is repeated up to this many per epoch
-    distribute: str = "none"  # "none" | "mirrored" (every GPU of this machine) | "multiworker" (TF_CONFIG)
+    distribute: str = "none"  # "none" | "mirrored" (every device of this machine) | "multiworker" (several processes)
+    coordinator: str | None = None  # multiworker: process 0's HOST:PORT
+    num_processes: int = 1  # multiworker: how many processes the run has
+    process_id: int = 0  # multiworker: which one this is (0 writes the run)
     resume: bool = False
     stall_minutes: float = 20.0  # no finished batch for this long: say so and exit STALL_EXIT (train.watchdog); 0: never
 
@@ -49,9 +52,10 @@ class TrainConfig:
 DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "weight_decay", "label_smoothing", "contrast",
             "seed", "split_seed",
             "val_fraction", "devtest_fraction",
-            "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute")
+            "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute",
+            "num_processes")
 # Settings a resumed run may change.
-RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress", "stall_minutes")
+RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress", "stall_minutes", "coordinator", "process_id")
 
 
 def to_json(cfg: TrainConfig) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -16,12 +18,12 @@ import numpy as np
 from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_text_atomic
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, to_model_input
-from train.augment import augment_batch
+from train.augment import apply, draw
 from train.config import TrainConfig, check_same_run, to_json
 from train.data import Split, check_data_path, detect_format
 from train.data.formats import FORMATS
 from train.device import resolve_device, select_backend
-from train.distribute import Distribution, distribution
+from train.distribute import Cluster, Distribution, distribution, join, share_checkpoint
 from train.extend import STRONG, extension_lines, extension_report
 from train.plots import plot_history
 from train.runs import Run, load_keras_model
@@ -38,6 +40,7 @@ class TrainResult:
     params: int
     seconds: float
     extension: dict[str, Any] | None = None  # --extend: old classes before/after, new classes' recall
+    process: tuple[int, int] = (0, 1)  # (this process, processes): only process 0 writes the run
 
 
 def split_rule(cfg: TrainConfig) -> SplitRule:
@@ -57,8 +60,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         ConfigError, DatasetFormatError: bad flags or data, before anything is written.
     """
     select_backend(cfg.backend, cfg.device)
+    cluster = None
+    if cfg.distribute == "multiworker" and cfg.coordinator:
+        cluster = Cluster(cfg.coordinator, cfg.num_processes, cfg.process_id).check()
+        join(cluster)  # before anything starts the backend's devices
     device = resolve_device(cfg.backend, cfg.device)  # starts the backend (quietly on a CPU machine)
-    dist = distribution(cfg.distribute, cfg.backend)
+    dist = distribution(cfg.distribute, cfg.backend, cluster)
     from train.models import ARCHS, build_model  # imports keras: after the backend is chosen
 
     if cfg.arch not in ARCHS:
@@ -80,7 +87,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         if base.preprocess != spec or base.meta["arch"] != cfg.arch:
             raise ConfigError(f"--extend {cfg.init_from} is a {base.meta['arch']} model at {base.preprocess.size} px; extend it "
                               f"with its own architecture and size (leave --arch and --img-size out)")
+    if not dist.chief:  # process 0 writes the run; the others write what collective saves make them into a temp folder
+        cfg = replace(cfg, out=Path(tempfile.mkdtemp(prefix=f"signkit-process{dist.process_id}-")))
     out = Path(cfg.out)
+    if cfg.resume and dist.processes > 1:
+        share_checkpoint(dist, out / "checkpoints")
     state = _load_state(out / "checkpoints") if cfg.resume else None
     if state is not None:
         if "config" not in state:
@@ -129,7 +140,7 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
     state["config"] = to_json(cfg)
 
-    batches = _batches(keras, train_set, spec, cfg, initial_epoch, scaled["global_batch"])
+    batches = _batches(keras, train_set, spec, cfg, initial_epoch, scaled["global_batch"], dist)
     x_val = to_model_input(val_set.images, spec)
     steps = len(batches)
     callbacks = [
@@ -153,6 +164,12 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         watch.stop()
 
     state = _load_state(ckpt_dir) or state
+    if dist.processes > 1:  # the rest is one process's work: the best model, read back whole on this machine
+        keras.distribution.set_distribution(None)
+        if not dist.chief:
+            shutil.rmtree(out, ignore_errors=True)
+            return TrainResult(Path(cfg.out), state["best"], state["best_epoch"], len(state["history"].get("loss", [])),
+                               int(model.count_params()), state["seconds"], process=(dist.process_id, dist.processes))
     best = keras.models.load_model(ckpt_dir / "best.keras")
     probs = best.predict(x_val, batch_size=256, verbose=0)
     val_acc = float((probs.argmax(1) == val_set.labels).mean())
@@ -241,20 +258,22 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
     return {"path": str(Path(folder).resolve()), "class_id": train_set.num_classes - 1, "fitted_on": fitted or []}
 
 
-def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int, batch_size: int) -> Any:
+def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int, batch_size: int,
+             dist: Distribution) -> Any:
+    """Each step's global batch of ``batch_size``: the same in every process (the order and the augmentation depend
+    only on seed, epoch and step), of which each process feeds its own share (``Distribution.share``)."""
     aug = cfg.augment
     # Classes with fewer than --min-per-class images are repeated up to it; added photos get the harder augmentation.
     counts = np.bincount(data.labels, minlength=data.num_classes)
     rare = np.flatnonzero((counts > 0) & (counts < cfg.min_per_class))
     extra = [np.resize(np.flatnonzero(data.labels == c), cfg.min_per_class - counts[c]) for c in rare]
     pool = np.concatenate([np.arange(len(data)), *extra]).astype(np.int64)
-    if cfg.add is not None and aug is not None:
-        strong = np.isin(data.labels, rare)
-    else:
-        strong = np.zeros(len(data), bool)
+    strong = np.isin(data.labels, rare) if cfg.add is not None and aug is not None else np.zeros(len(data), bool)
+    if dist.processes > 1 and len(pool) < batch_size:
+        raise ConfigError(f"{len(pool)} training images do not fill one global batch of {batch_size}; lower --batch-size")
 
     class Batches(keras.utils.PyDataset):
-        """Shuffled, augmented, normalised batches; the order depends only on (seed, epoch)."""
+        """Shuffled, augmented, normalised batches."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -262,21 +281,24 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
             self._order()
 
         def _order(self) -> None:
-            self.rng = np.random.default_rng([cfg.seed, self.epoch])
-            self.idx = pool[self.rng.permutation(len(pool))]
+            self.idx = pool[np.random.default_rng([cfg.seed, self.epoch]).permutation(len(pool))]
 
         def __len__(self) -> int:
-            return math.ceil(len(pool) / batch_size)
+            # every process must feed as many rows each step: a multi-process run drops the last partial batch
+            return len(pool) // batch_size if dist.processes > 1 else math.ceil(len(pool) / batch_size)
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             sel = self.idx[i * batch_size:(i + 1) * batch_size]
-            imgs = data.images[sel]
+            part = dist.share(len(sel)) if dist.processes > 1 else slice(None)
+            mine = sel[part]
+            imgs = data.images[mine]
             if aug is not None:
-                hard = strong[sel]
-                imgs = augment_batch(imgs, self.rng, aug)
-                if hard.any():
-                    imgs[hard] = augment_batch(data.images[sel[hard]], self.rng, STRONG)
-            return to_model_input(imgs, spec), data.labels[sel]
+                rng = np.random.default_rng([cfg.seed, self.epoch, i])
+                imgs = apply(imgs, draw(rng, len(sel), spec.size, aug)[part])
+                if strong[sel].any():
+                    hard = strong[mine]
+                    imgs[hard] = apply(data.images[mine[hard]], draw(rng, len(sel), spec.size, STRONG)[part][hard])
+            return to_model_input(imgs, spec), data.labels[mine]
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
