@@ -42,7 +42,7 @@ from train.runs import Run, latest_run, new_run_dir, read_json, runs_dir
 from train.training import TrainResult, train
 from train.watchdog import STALL_EXIT
 
-ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-xs", "edge-ds", "edge-ds-s")  # train.models.ARCHS
+ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "edge-xs", "edge-l", "edge-ds", "edge-ds-s")  # train.models.ARCHS
 
 
 def default_data() -> Path:
@@ -90,9 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=float, default=AugmentConfig.shift, help="random shift, a fraction of the crop side")
     p.add_argument("--erase", type=float, default=AugmentConfig.erase_p,
                    help="probability of random erasing: a noise patch over part of the sign (occlusion)")
+    p.add_argument("--perspective", type=float, default=AugmentConfig.perspective,
+                   help="move each corner by up to this fraction of the side: a sign seen at an angle")
     p.add_argument("--no-augment", action="store_true", help="train on the crops as they are")
     p.add_argument("--min-per-class", type=int, default=0,
                    help="repeat a class with fewer training images up to this many per epoch (--extend: 200)")
+    kd = p.add_argument_group("distillation")
+    kd.add_argument("--teacher", type=Path, default=None, metavar="RUN",
+                    help="a trained run (a bigger model, another size) whose softened outputs on the same augmented crops the "
+                         "model learns from beside the labels; it must have held out this run's validation and dev-test tracks")
+    kd.add_argument("--distill-temperature", type=float, default=TrainConfig.distill_temperature,
+                    help="with --teacher: the temperature both outputs are softened by")
+    kd.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight,
+                    help="with --teacher: the share of the loss that comes from the teacher (the rest from the labels)")
     ext = p.add_argument_group("new classes on a trained run")
     ext.add_argument("--extend", type=Path, default=None, metavar="RUN",
                      help="start from this run's model and data, and add --add's classes and/or --background's")
@@ -123,8 +133,9 @@ FIELDS = {"data": "data", "fmt": "fmt", "arch": "arch", "epochs": "epochs", "img
           "split_seed": "split_seed", "devtest_fraction": "devtest_fraction", "label_smoothing": "label_smoothing",
           "contrast": "contrast",
           "patience": "patience", "seed": "seed", "device": "device", "backend": "backend", "background": "background",
-          "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p", "min_per_class": "min_per_class",
-          "distribute": "distribute", "coordinator": "coordinator", "num_processes": "num_processes",
+          "zoom": "augment.zoom", "shift": "augment.shift", "erase": "augment.erase_p", "perspective": "augment.perspective", "min_per_class": "min_per_class",
+          "distribute": "distribute", "teacher": "teacher", "distill_temperature": "distill_temperature",
+          "distill_weight": "distill_weight", "coordinator": "coordinator", "num_processes": "num_processes",
           "process_id": "process_id"}
 
 
@@ -150,14 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--epochs and --batch-size must be at least 1")
     if args.img_size is not None and args.img_size < 1:
         parser.error(f"--img-size must be a positive number of pixels, not {args.img_size}")
-    if not (0 <= args.zoom < 1 and 0 <= args.shift < 1 and 0 <= args.erase <= 1):
-        parser.error("--zoom and --shift must be between 0 and 1 (e.g. --zoom 0.2 --shift 0.1), --erase a probability")
+    if not (0 <= args.zoom < 1 and 0 <= args.shift < 1 and 0 <= args.erase <= 1 and 0 <= args.perspective < 0.5):
+        parser.error("--zoom and --shift must be between 0 and 1 (e.g. --zoom 0.2 --shift 0.1), --erase a probability, "
+                     "--perspective below 0.5")
     if not 0 < args.val_fraction < 1 or not 0 <= args.devtest_fraction < 1 - args.val_fraction:
         parser.error("--val-fraction must be between 0 and 1, --devtest-fraction at least 0 and below 1 - --val-fraction")
+    if args.distill_temperature <= 0 or not 0 <= args.distill_weight <= 1:
+        parser.error("--distill-temperature must be above 0 and --distill-weight between 0 and 1")
     if args.stall_minutes < 0:
         parser.error(f"--stall-minutes must be 0 (wait forever) or a positive number of minutes, not {args.stall_minutes:g}")
     out = args.out or (latest_run(require="checkpoints/state.json") if args.resume else new_run_dir(args.arch))
-    augment = None if args.no_augment else AugmentConfig(zoom=args.zoom, shift=args.shift, erase_p=args.erase)
+    augment = None if args.no_augment else AugmentConfig(zoom=args.zoom, shift=args.shift, erase_p=args.erase,
+                                                         perspective=args.perspective)
     cfg = TrainConfig(data=args.data, out=out, arch=args.arch, epochs=args.epochs, img_size=args.img_size,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                       val_fraction=args.val_fraction, patience=args.patience, fmt=args.fmt, backend=args.backend,
@@ -165,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       background=args.background, resume=args.resume, min_per_class=args.min_per_class,
                       distribute=args.distribute, split_seed=args.split_seed, devtest_fraction=args.devtest_fraction,
                       label_smoothing=args.label_smoothing, contrast=args.contrast, stall_minutes=args.stall_minutes,
-                      coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+                      coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
+                      teacher=args.teacher, distill_temperature=args.distill_temperature, distill_weight=args.distill_weight)
     if args.add and not args.extend:
         parser.error("--add needs --extend RUN: the run whose classes the photos are added to")
     if args.extend:

@@ -40,6 +40,9 @@ class TrainConfig:
     add: Path | None = None  # --add: class folders of new classes (or more photos of known ones)
     add_holdout: float = 0.3  # share of each added class's photos (whole tracks where known) kept to score them
     min_per_class: int = 0  # a class with fewer training images is repeated up to this many per epoch
+    teacher: Path | None = None  # --teacher: a run whose softened outputs the student learns from too
+    distill_temperature: float = 4.0  # softens both distributions (Hinton et al. 2015)
+    distill_weight: float = 0.9  # share of the loss from the teacher; the rest from the labels
     distribute: str = "none"  # "none" | "mirrored" (every device of this machine) | "multiworker" (several processes)
     coordinator: str | None = None  # multiworker: process 0's HOST:PORT
     num_processes: int = 1  # multiworker: how many processes the run has
@@ -53,7 +56,7 @@ DEFINING = ("data", "fmt", "arch", "img_size", "margin", "batch_size", "lr", "we
             "seed", "split_seed",
             "val_fraction", "devtest_fraction",
             "augment", "background", "backend", "init_from", "add", "add_holdout", "min_per_class", "distribute",
-            "num_processes")
+            "num_processes", "teacher", "distill_temperature", "distill_weight")
 # Settings a resumed run may change.
 RESUMABLE = ("epochs", "patience", "device", "use_cache", "progress", "stall_minutes", "coordinator", "process_id")
 
@@ -75,7 +78,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {"arch": "edge", "contrast": "none"}
 def from_json(data: dict[str, Any], out: Path) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {**LEGACY_DEFAULTS, **{k: v for k, v in data.items() if k in known}}
-    paths = {k: Path(values[k]) if values.get(k) else None for k in ("background", "init_from", "add")}
+    paths = {k: Path(values[k]) if values.get(k) else None for k in ("background", "init_from", "add", "teacher")}
     values.update(data=Path(values["data"]), out=Path(out), **paths,
                   augment=AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None)
     return TrainConfig(**values)

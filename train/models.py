@@ -141,6 +141,8 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("edge-s", "edge at widths 24/48/96: 0.16 M params", 32, 8, "rgb", "standardize", compact((24, 48, 96), False, "edge-s")),
     Arch("edge-xs", "edge at widths 24/48/80: 0.13 M params (an int8 build under 150 KB)", 32, 8, "rgb", "standardize",
          compact((24, 48, 80), False, "edge-xs")),
+    Arch("edge-l", "edge at widths 48/96/192, 48x48: a teacher to distil from (about 10x edge-xs's MACs)", 48, 8, "rgb",
+         "standardize", compact((48, 96, 192), False, "edge-l")),
     Arch("edge-ds", "edge with depthwise-separable blocks, widths 48/96/192: 0.09 M params", 32, 8, "rgb", "standardize",
          compact((48, 96, 192), True, "edge-ds")),
     Arch("edge-ds-s", "edge-ds at widths 32/64/128: 0.04 M params", 32, 8, "rgb", "standardize",
@@ -177,6 +179,41 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="signkit")
+class DistillationLoss(keras.losses.Loss):
+    """Hinton et al. 2015: (1 - weight) x cross-entropy with the label + weight x T^2 x KL(teacher || student), both
+    softened by the temperature T.
+
+    ``y_true`` is (N, 1 + K): the integer label, then the teacher's probabilities on the same augmented crop. The
+    student gives probabilities, not logits: softmax(log p / T) is softmax(z / T), the shift log-sum-exp(z) cancelling."""
+
+    def __init__(self, num_classes: int, temperature: float, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.temperature, self.weight = num_classes, temperature, weight
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        label = ops.cast(y_true[:, 0], "int32")
+        teacher = y_true[:, 1:]
+        hard = keras.losses.categorical_crossentropy(ops.one_hot(label, self.num_classes), y_pred)
+        t = self.temperature
+        soft_teacher = ops.softmax(ops.log(ops.clip(teacher, 1e-7, 1.0)) / t, axis=-1)
+        log_student = ops.log_softmax(ops.log(ops.clip(y_pred, 1e-7, 1.0)) / t, axis=-1)
+        kl = ops.sum(soft_teacher * (ops.log(ops.clip(soft_teacher, 1e-7, 1.0)) - log_student), axis=-1)
+        return (1 - self.weight) * hard + self.weight * t * t * kl
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature,
+                "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="signkit")
+def label_accuracy(y_true, y_pred):
+    """Top-1 accuracy against the label in column 0 of a distillation target (see DistillationLoss)."""
+    ops = keras.ops
+    return ops.cast(ops.equal(ops.cast(y_true[:, 0], "int32"), ops.cast(ops.argmax(y_pred, axis=-1), "int32")), "float32")
 
 
 def count_macs(model: keras.Model) -> int:

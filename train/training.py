@@ -17,7 +17,7 @@ import numpy as np
 
 from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_text_atomic
 from runtime.errors import ConfigError
-from runtime.preprocess import PreprocessSpec, to_model_input
+from runtime.preprocess import PreprocessSpec, crop_and_resize, to_model_input
 from train.augment import apply, draw
 from train.config import TrainConfig, check_same_run, to_json
 from train.data import Split, check_data_path, detect_format
@@ -27,7 +27,7 @@ from train.distribute import Cluster, Distribution, distribution, join, share_ch
 from train.extend import STRONG, extension_lines, extension_report
 from train.plots import plot_history
 from train.runs import Run, load_keras_model
-from train.splits import SPLIT_FILE, Sets, SplitRecord, SplitRule, choose
+from train.splits import SPLIT_FILE, Sets, SplitRecord, SplitRule, assemble, choose
 from train.watchdog import StallWatch, exit_stalled, progress_callback
 
 
@@ -79,7 +79,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_data_path(Path(cfg.data))
     # What the run records: the resolved size, format and paths, so that resuming it needs no flags.
     cfg = replace(cfg, img_size=size, data=Path(cfg.data).resolve(), fmt=cfg.fmt if cfg.fmt != "auto" else detect_format(Path(cfg.data)),
-                  background=Path(cfg.background).resolve() if cfg.background else None)
+                  background=Path(cfg.background).resolve() if cfg.background else None,
+                  teacher=Path(cfg.teacher).resolve() if cfg.teacher else None)
     spec = PreprocessSpec(size=size, colour=arch.colour, normalization=arch.normalization, margin=cfg.margin,
                           contrast=cfg.contrast)
     if cfg.init_from is not None:
@@ -99,15 +100,67 @@ def train(cfg: TrainConfig) -> TrainResult:
         check_same_run(cfg, state["config"], out)
     record, sets = choose(cfg.data, cfg.fmt, split_rule(cfg), size=size, margin=cfg.margin, background=cfg.background,
                           add=cfg.add, use_cache=cfg.use_cache, progress=cfg.progress)
+    teacher = open_teacher(cfg, record, sets.train.class_names, dist) if cfg.teacher is not None else None
     # Only now, with flags and data known to be good, does anything get written.
     ensure_writable_dir(out)
     with folder_lock(out, f"training {cfg.arch}"):
         record.write(out)
-        return _fit(cfg, build_model, spec, sets.train, sets.val, _split_info(record, sets), state, device, dist)
+        return _fit(cfg, build_model, spec, sets.train, sets.val, _split_info(record, sets), state, device, dist, teacher)
+
+
+@dataclass
+class Teacher:
+    """A run the student learns from: its model, and the run's images at the teacher's own input size."""
+
+    run: Run
+    model: Any
+    train_images: np.ndarray  # the student's training set, in its order, at the teacher's size
+    val_probs: np.ndarray  # the teacher's probabilities on the student's validation set
+
+    def record(self, cfg: TrainConfig) -> dict[str, Any]:
+        return {"run": str(self.run.path.resolve()), "model_sha256": self.run.model_sha256, "arch": self.run.meta["arch"],
+                "size": self.run.preprocess.size, "temperature": cfg.distill_temperature, "weight": cfg.distill_weight}
+
+
+def open_teacher(cfg: TrainConfig, record: SplitRecord, class_names: tuple[str, ...], dist: Distribution) -> Teacher:
+    """``--teacher RUN``, checked: the same classes, the same data, and none of this run's validation or dev-test images
+    among what it trained on (else the student's held-out figures would be the teacher's training figures).
+
+    Raises:
+        ConfigError: any of those, or --teacher with --distribute.
+    """
+    if dist.kind != "none":
+        raise ConfigError("--teacher trains one process on one device; leave out --distribute")
+    assert cfg.teacher is not None
+    run = Run.open(cfg.teacher)
+    if run.class_names != class_names:
+        raise ConfigError(f"--teacher {cfg.teacher} reads {run.num_classes} classes, this run {len(class_names)} (or other ones); "
+                          f"distil from a run of the same classes")
+    held = leaked_images(run.split_record, record)
+    if held:
+        raise ConfigError(f"--teacher {cfg.teacher} trained on {held} of this run's validation and dev-test images; train the "
+                          f"teacher with the same data, --split-seed, --val-fraction and --devtest-fraction")
+    tp = run.preprocess
+    tsets = assemble(Path(cfg.out), record, size=tp.size, margin=tp.margin, progress=cfg.progress)
+    model = run.load_model()
+    val_probs = model.predict(to_model_input(tsets.val.images, tp), batch_size=256, verbose=0)
+    return Teacher(run, model, tsets.train.images, val_probs)
+
+
+def leaked_images(teacher: SplitRecord, student: SplitRecord) -> int:
+    """How many of the student's held-out images (validation and dev-test) the teacher trained on; every one, when the
+    two split other data."""
+    t, s = teacher.dataset, student.dataset
+    if Path(t.path).resolve() != Path(s.path).resolve() or t.images != s.images:
+        return s.images
+    held_t = set(t.devtest) | set(t.val or ())
+    held_s = set(s.devtest) | set(s.val or ())
+    return len(held_s - held_t)
 
 
 def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Split, val_set: Split,
-         split_info: dict[str, Any], state: dict[str, Any] | None, device: str, dist: Distribution) -> TrainResult:
+         split_info: dict[str, Any], state: dict[str, Any] | None, device: str, dist: Distribution,
+         teacher: Teacher | None = None) -> TrainResult:
     import keras
 
     out = Path(cfg.out)
@@ -133,15 +186,16 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
             else:
                 model = build_model(cfg.arch, spec.size, spec.channels, train_set.num_classes)
             model.compile(optimizer=keras.optimizers.AdamW(scaled["lr"], weight_decay=cfg.weight_decay),
-                          loss=_loss(keras, cfg.label_smoothing, train_set.num_classes), metrics=["accuracy"])
+                          loss=_loss(keras, cfg, train_set.num_classes), metrics=[_accuracy(keras, cfg)])
             initial_epoch = 0
             state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
     if initial_epoch >= cfg.epochs:
         raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
     state["config"] = to_json(cfg)
 
-    batches = _batches(keras, train_set, spec, cfg, initial_epoch, scaled["global_batch"], dist)
+    batches = _batches(keras, train_set, spec, cfg, initial_epoch, scaled["global_batch"], dist, teacher)
     x_val = to_model_input(val_set.images, spec)
+    y_val = val_set.labels if teacher is None else np.concatenate([val_set.labels[:, None], teacher.val_probs], axis=1)
     steps = len(batches)
     callbacks = [
         _cosine_schedule(keras, scaled["lr"], steps, cfg.epochs),
@@ -157,7 +211,7 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
              if dist.replicas > 1 or dist.kind != "none" else ""), file=sys.stderr)
     watch = StallWatch(cfg.stall_minutes, exit_stalled(out, cfg.stall_minutes)).start()
     try:
-        model.fit(batches, validation_data=dist.validation_data(x_val, val_set.labels, scaled["global_batch"]),
+        model.fit(batches, validation_data=dist.validation_data(x_val, y_val, scaled["global_batch"]),
                   epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=[*callbacks, progress_callback(keras, watch)],
                   verbose=(1 if sys.stderr.isatty() else 2) if cfg.progress else 0)
     finally:
@@ -197,6 +251,7 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
         "params": int(best.count_params()),
         "config": to_json(cfg),
         "distribution": scaled,
+        "teacher": teacher.record(cfg) if teacher is not None else None,
         "extension": _extension(cfg, base, best, x_val, val_set),
         "device": device,
         "keras_version": keras.__version__,
@@ -233,13 +288,27 @@ def _extension(cfg: TrainConfig, base: Any, model: Any, x_val: np.ndarray, val_s
             "background": str(cfg.background) if cfg.background is not None else None, **report}
 
 
-def _loss(keras: Any, smoothing: float, num_classes: int) -> Any:
-    """Cross-entropy on integer labels; with label smoothing, a registered loss that saves and loads with the model."""
-    if not smoothing:
+def _loss(keras: Any, cfg: TrainConfig, num_classes: int) -> Any:
+    """Cross-entropy on integer labels; with label smoothing or a teacher, a registered loss that saves and loads with
+    the model."""
+    if cfg.teacher is not None:
+        from train.models import DistillationLoss  # imports Keras: after the backend is chosen
+
+        return DistillationLoss(num_classes, cfg.distill_temperature, cfg.distill_weight)
+    if not cfg.label_smoothing:
         return "sparse_categorical_crossentropy"
     from train.models import SmoothedSparseCrossentropy  # imports Keras: after the backend is chosen
 
-    return SmoothedSparseCrossentropy(num_classes, smoothing)
+    return SmoothedSparseCrossentropy(num_classes, cfg.label_smoothing)
+
+
+def _accuracy(keras: Any, cfg: TrainConfig) -> Any:
+    """Top-1 accuracy, named "accuracy" whatever the targets hold (a distillation target's label is its column 0)."""
+    if cfg.teacher is None:
+        return "accuracy"
+    from train.models import label_accuracy  # imports Keras: after the backend is chosen
+
+    return keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")
 
 
 def stopping_starts(epochs: int) -> int:
@@ -259,9 +328,12 @@ def _background_info(folder: Path | None, train_set: Split) -> dict[str, Any] | 
 
 
 def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, initial_epoch: int, batch_size: int,
-             dist: Distribution) -> Any:
+             dist: Distribution, teacher: Teacher | None = None) -> Any:
     """Each step's global batch of ``batch_size``: the same in every process (the order and the augmentation depend
-    only on seed, epoch and step), of which each process feeds its own share (``Distribution.share``)."""
+    only on seed, epoch and step), of which each process feeds its own share (``Distribution.share``).
+
+    With a ``teacher``, each crop is augmented at the teacher's size, read by the teacher, and resized for the
+    student: both see the same augmented crop, and the targets are the label and the teacher's probabilities."""
     aug = cfg.augment
     # Classes with fewer than --min-per-class images are repeated up to it; added photos get the harder augmentation.
     counts = np.bincount(data.labels, minlength=data.num_classes)
@@ -291,14 +363,19 @@ def _batches(keras: Any, data: Split, spec: PreprocessSpec, cfg: TrainConfig, in
             sel = self.idx[i * batch_size:(i + 1) * batch_size]
             part = dist.share(len(sel)) if dist.processes > 1 else slice(None)
             mine = sel[part]
-            imgs = data.images[mine]
+            source = data.images if teacher is None else teacher.train_images
+            imgs = source[mine]
             if aug is not None:
                 rng = np.random.default_rng([cfg.seed, self.epoch, i])
-                imgs = apply(imgs, draw(rng, len(sel), spec.size, aug)[part])
+                imgs = apply(imgs, draw(rng, len(sel), imgs.shape[1], aug)[part])
                 if strong[sel].any():
                     hard = strong[mine]
-                    imgs[hard] = apply(data.images[mine[hard]], draw(rng, len(sel), spec.size, STRONG)[part][hard])
-            return to_model_input(imgs, spec), data.labels[mine]
+                    imgs[hard] = apply(source[mine[hard]], draw(rng, len(sel), imgs.shape[1], STRONG)[part][hard])
+            if teacher is None:
+                return to_model_input(imgs, spec), data.labels[mine]
+            probs = np.asarray(teacher.model.predict_on_batch(to_model_input(imgs, teacher.run.preprocess)))
+            small = np.stack([crop_and_resize(im, None, spec) for im in imgs]) if imgs.shape[1] != spec.size else imgs
+            return to_model_input(small, spec), np.concatenate([data.labels[mine][:, None], probs], axis=1)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
