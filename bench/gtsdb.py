@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.ap import SIZES, SUPERCLASSES, Scored, mean_ap
 from bench.matching import match_pairs
 from runtime.annotations import Annotation, frame_files, frames_fitted, read_frame, select_frames
 from runtime.builds import read_metadata
@@ -44,7 +45,7 @@ from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
 from runtime.pipeline import FrameCost, FramePipeline, FrameResult, split_cores
 from runtime.proposals import Ranker, default_ranker
-from runtime.roi import Box, iou_matrix
+from runtime.roi import Box, iou_matrix, nms
 from runtime.sign_map import SignMap
 from runtime.stream import Frame, FrameStream, StreamOptions
 
@@ -71,6 +72,9 @@ class PipelineScore:
     overlap: bool = False  # proposals of the next frame ran while this one was classified (ProposalsAhead)
     second_look: bool = True  # each detection was checked again (FramePipeline.look_again)
     cost: dict[str, float] = field(default_factory=dict)  # a frame's mean cost (mean_cost)
+    ap: dict[str, float | None] = field(default_factory=dict)  # detection-ranked AP (bench.ap.mean_ap); built-in proposals
+    ranked: list[Scored] = field(default_factory=list, repr=False)  # what the AP ranks (to pool runs); not in --json
+    truth: dict[str, list[tuple[Box, int]]] = field(default_factory=dict, repr=False)  # the signs it ranks against
 
     @property
     def fps(self) -> float:
@@ -133,8 +137,10 @@ def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt
     tp = n_det = n_gt = covered = n_props = top1_right = 0
     stages: dict[str, list[float]] = {}
     costs: list[FrameCost] = []
+    ranked: list[Scored] = []
     for stem, result, total in _results(pipe, frames, gt, proposals, overlap):
         truth = gt.get(stem, [])
+        ranked += ranked_reads(stem, result, pipe.classifier.background_class, pipe.overlap_iou)
         for k, v in {**result.ms.to_dict(), "total": total}.items():
             stages.setdefault(k, []).append(v)
         costs.append(result.cost)
@@ -152,7 +158,24 @@ def score_pipeline(pipe: FramePipeline, frames: list[tuple[str, np.ndarray]], gt
     clf = pipe.classifier
     score = _score(proposals, clf.threads, len(frames), n_gt, n_props, covered, tp, n_det, top1_right,
                    {k: float(np.median(v)) for k, v in stages.items()}, str(clf.path), clf.threshold)
-    return replace(score, overlap=overlap, second_look=pipe.second_look, cost=mean_cost(costs))
+    signs = _truth(frames, gt)
+    ap = mean_ap(ranked, signs) if proposals == "builtin" else {}
+    return replace(score, overlap=overlap, second_look=pipe.second_look, cost=mean_cost(costs), ap=ap, ranked=ranked,
+                   truth=signs)
+
+
+def _truth(frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]]) -> dict[str, list[tuple[Box, int]]]:
+    return {stem: [(a.box, a.class_id) for a in gt.get(stem, [])] for stem, _ in frames}
+
+
+def ranked_reads(stem: str, result: FrameResult, background: int | None, overlap_iou: float) -> list[Scored]:
+    """What the AP ranks of one frame: every box read as a sign (its top class, whatever its score), the reads of one
+    sign merged as the pipeline merges them (NMS at ``overlap_iou``), less those the second look dropped."""
+    dropped = {tuple(d.box) for d in result.unconfirmed}
+    reads = [Scored(stem, d.box, d.prediction.top_k[0][0], d.prediction.top_k[0][2]) for d in result.classified
+             if d is not None and d.prediction.top_k[0][0] != background and tuple(d.box) not in dropped]
+    keep = nms([r.box for r in reads], [r.score for r in reads], overlap_iou)
+    return [reads[i] for i in keep]
 
 
 def mean_cost(costs: Sequence[FrameCost]) -> dict[str, float]:
@@ -184,7 +207,11 @@ def pool(scores: Sequence[PipelineScore]) -> PipelineScore:
                     sum(s.true_positives for s in scores), sum(s.detections for s in scores),
                     sum(s.top1_right for s in scores), ms, "pooled")
     cost = {k: sum(s.cost.get(k, 0.0) * s.frames for s in scores) / max(n, 1) for k in scores[0].cost}
-    return replace(pooled, overlap=scores[0].overlap, second_look=scores[0].second_look, cost=cost)
+    ranked = [r for s in scores for r in s.ranked]
+    truth = {k: v for s in scores for k, v in s.truth.items()}
+    ap = mean_ap(ranked, truth) if scores[0].ap else {}
+    return replace(pooled, overlap=scores[0].overlap, second_look=scores[0].second_look, cost=cost, ap=ap, ranked=ranked,
+                   truth=truth)
 
 
 def format_scores(scores: list[PipelineScore]) -> str:
@@ -201,6 +228,18 @@ def format_scores(scores: list[PipelineScore]) -> str:
                      f"{s.ms['crop+preprocess']:7.2f} {s.ms['invoke']:7.2f} {s.ms['post']:7.2f} {s.ms['second look']:7.2f} "
                      f"{s.ms['total']:7.2f} {s.fps:6.1f}")
     return "\n".join(lines)
+
+
+def format_ap(s: PipelineScore) -> str:
+    """The AP figures of one built-in setting (bench.ap): 43-class mAP, superclass APs overall and by size."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    ap = s.ap
+    parts = [f"43-class mAP@0.5 {f(ap.get('map_43'))}", f"superclass mAP {f(ap.get('superclass_map'))}"]
+    parts += [f"{n} {f(ap.get(n))}" for n in SUPERCLASSES]
+    parts += [f"{size} {f(ap.get(f'superclass_map_{size}'))}" for size in SIZES]
+    return "detection-ranked AP: " + ", ".join(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{build} on {n_frames} frames of {args.frames} ({n_signs} signs), threshold {scores[0].threshold:.3f}{look}, "
                   f"timed on {cpu}")
             print(format_scores(scores))
+            builtin = [x for x in scores if x.ap]
+            if builtin:
+                print(format_ap(builtin[0]))
     scores = [s for run in per_build for s in run]
     if len(per_build) > 1:  # the same setting of every build, pooled
         pooled = [pool([run[i] for run in per_build]) for i in range(len(per_build[0]))]
@@ -326,8 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             print(f"pooled over the {len(per_build)} builds, each on the frames that did not train it")
             print(format_scores(pooled))
+            if pooled[0].ap:
+                print(format_ap(pooled[0]))
     if args.json:
-        print(json.dumps([{**asdict(s), "fps": s.fps, "cpu": cpu} for s in scores], indent=2))
+        print(json.dumps([{**{k: v for k, v in asdict(s).items() if k not in ("ranked", "truth")}, "fps": s.fps, "cpu": cpu}
+                          for s in scores], indent=2))
     return 0
 
 
