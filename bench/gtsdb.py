@@ -39,11 +39,12 @@ from bench.ap import SIZES, SUPERCLASSES, Scored, mean_ap
 from bench.matching import match_pairs
 from runtime.annotations import Annotation, frame_files, frames_fitted, read_frame, select_frames
 from runtime.builds import read_metadata
+from runtime.bundle import Bundle, is_bundle
 from runtime.classifier import Classifier, Prediction
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
-from runtime.pipeline import FrameCost, FramePipeline, FrameResult, split_cores
+from runtime.pipeline import PROFILES, UNLIMITED, Budget, FrameCost, FramePipeline, FrameResult, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, iou_matrix, nms
 from runtime.sign_map import SignMap
@@ -252,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--ranker runtime/proposal_ranker.json ranker_odd.json --data gtsdb/",
     )
     p.add_argument("--build", type=Path, nargs="+", required=True,
-                   help=".tflite/.onnx build(s) with metadata; several (e.g. the two folds) are also pooled")
+                   help=".tflite/.onnx build(s) with metadata, or bundles (python -m export.bundle); several (e.g. the two "
+                        "folds) are also pooled")
     p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--proposals", nargs="+", choices=("builtin", "gt"), default=["builtin", "gt"],
                    help="where ROIs come from: the built-in colour proposals, or the ground-truth boxes")
@@ -276,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-second-look", action="store_true",
                    help="keep every detection as the first invoke reads it, without cropping it again at 0.9, 1.15 and "
                         "1.3 times its box and keeping it when 2 of the 3 agree (what the pipeline does by default)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="the budget a frame (runtime.pipeline.PROFILES; default: a bundle's own, else full): "
+                        + "; ".join(f"{k}: {v.why}" for k, v in PROFILES.items()))
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
 
@@ -283,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], data: Path, *,
                 ranker: Ranker | None, threads: Sequence[int] = (1, 2), proposals: Sequence[str] = ("builtin", "gt"),
                 repeat: int = 3, iou: float = 0.5, threshold: float | None = None, overlap: bool = False,
-                sign_map: Path | None = None, second_look: bool = True) -> list[PipelineScore]:
+                sign_map: Path | None = None, second_look: bool = True, budget: Budget = UNLIMITED) -> list[PipelineScore]:
     """Every (threads, proposals) setting of one build, on the frames of ``data`` that trained neither it nor its ranker.
 
     Each setting runs ``repeat`` times; the fastest pass is kept (the scores are the same every pass).
@@ -301,24 +306,24 @@ def score_build(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str,
     scores = []
     for n in threads:
         pipe = FramePipeline(Classifier.from_build(build, threads=n, threshold=threshold), ranker=ranker, sign_map=learned,
-                             second_look=second_look)
+                             second_look=second_look, budget=budget)
         for kind in proposals:
             runs = [score_pipeline(pipe, left, gt, kind, iou) for _ in range(repeat)]
             scores.append(min(runs, key=lambda s: s.ms["total"]))
         if overlap and "builtin" in proposals:
             scores.append(_score_ahead(build, left, gt, n, ranker=ranker, sign_map=learned, repeat=repeat, iou=iou,
-                                       threshold=threshold, second_look=second_look))
+                                       threshold=threshold, second_look=second_look, budget=budget))
     return scores
 
 
 def _score_ahead(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str, list[Annotation]], cores: int, *,
                  ranker: Ranker | None, sign_map: SignMap | None, repeat: int, iou: float,
-                 threshold: float | None, second_look: bool = True) -> PipelineScore:
+                 threshold: float | None, second_look: bool = True, budget: Budget = UNLIMITED) -> PipelineScore:
     """The overlapped setting on ``cores`` cores, split between the stages as the camera demo splits them
     (``split_cores``: the classifier half the cores, OpenCV all of them); the row's thread count is ``cores``."""
     clf_threads, cv_threads = split_cores(cores)
     pipe = FramePipeline(Classifier.from_build(build, threads=clf_threads, threshold=threshold), ranker=ranker,
-                         sign_map=sign_map, second_look=second_look)
+                         sign_map=sign_map, second_look=second_look, budget=budget)
     before = cv2.getNumThreads()
     cv2.setNumThreads(cv_threads)
     try:
@@ -326,6 +331,31 @@ def _score_ahead(build: Path, frames: list[tuple[str, np.ndarray]], gt: dict[str
     finally:
         cv2.setNumThreads(before)
     return replace(min(runs, key=lambda s: s.ms["total"]), threads=cores)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What one --build scores with: the classifier build, the ranker, the sign map and the budget a frame."""
+
+    build: Path
+    ranker: Ranker | None
+    sign_map: Path | None
+    budget: Budget
+
+
+def _parts(build: Path, args: argparse.Namespace) -> Parts:
+    """A build and the flags beside it, or a bundle (runtime.bundle), which carries its own ranker, map and profile."""
+    if is_bundle(build):
+        if args.ranker or args.sign_map:
+            raise ConfigError(f"--build {build} is a bundle: it carries its own ranker and sign map; leave out --ranker and "
+                              f"--sign-map")
+        bundle = Bundle.open(build)
+        ranker_file, classifier = bundle.part("ranker"), bundle.part("classifier")
+        assert classifier is not None  # Bundle.open checked it
+        profile = PROFILES[args.profile] if args.profile else bundle.profile
+        return Parts(classifier, Ranker.load(ranker_file) if ranker_file else default_ranker(), bundle.part("sign_map"),
+                     profile.budget)
+    return Parts(build, default_ranker(), args.sign_map, PROFILES[args.profile or "full"].budget)
 
 
 @cli_errors("python -m bench.gtsdb")
@@ -336,21 +366,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.ranker and len(args.ranker) not in (1, len(args.build)):
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
-    metas = [read_metadata(b) for b in args.build]
+    parts = [_parts(b, args) for b in args.build]
+    metas = [read_metadata(p.build) for p in parts]
     sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
     frames, gt = load_frames(args.frames, sign_classes)
     keep = set(select_frames([stem for stem, _ in frames], args.subset))
     frames = [(stem, f) for stem, f in frames if stem in keep]
-    rankers: list[Ranker | None] = [None] * len(args.build)
-    if "builtin" in args.proposals:
-        loaded: list[Ranker | None] = [Ranker.load(p) for p in args.ranker] if args.ranker else [default_ranker()]
-        rankers = loaded if len(loaded) == len(args.build) else loaded * len(args.build)  # one for all
+    if "builtin" not in args.proposals:
+        parts = [replace(p, ranker=None) for p in parts]
+    elif args.ranker:
+        loaded = [Ranker.load(r) for r in args.ranker]
+        parts = [replace(p, ranker=r) for p, r in zip(parts, loaded if len(loaded) == len(parts) else loaded * len(parts))]
     per_build = []
     cpu = describe_cpu()
-    for build, ranker in zip(args.build, rankers):
-        scores = score_build(build, frames, gt, args.frames, ranker=ranker, threads=args.threads, proposals=args.proposals,
+    for part in parts:
+        build = part.build
+        scores = score_build(build, frames, gt, args.frames, ranker=part.ranker, threads=args.threads, proposals=args.proposals,
                              repeat=args.repeat, iou=args.iou, threshold=args.threshold, overlap=args.overlap,
-                             sign_map=args.sign_map, second_look=not args.no_second_look)
+                             sign_map=part.sign_map, second_look=not args.no_second_look, budget=part.budget)
         per_build.append(scores)
         if not args.json:
             n_frames, n_signs = scores[0].frames, scores[0].signs

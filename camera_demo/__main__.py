@@ -31,10 +31,11 @@ from camera_demo.outputs import JsonlWriter, SnapshotWriter, VideoSaver
 from camera_demo.server import FrameBoard, MjpegServer
 from camera_demo.sources import Reconnecting, Source, open_source
 from runtime.atomic import ensure_writable_dir, write_text_atomic
+from runtime.bundle import Bundle, is_bundle
 from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
-from runtime.pipeline import FramePipeline, split_cores
+from runtime.pipeline import PROFILES, FramePipeline, Profile, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, load_boxes, parse_boxes
 from runtime.sign_map import SignMap
@@ -68,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  python -m camera_demo --build runs/quickstart/model_int8.tflite --source picamera2 --serve 8000\n"
                "  python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl --smooth 5",
     )
-    p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its metadata")
+    p.add_argument("--build", type=Path, required=True,
+                   help="a .tflite/.onnx build with its metadata, or a bundle folder (python -m export.bundle: the build, "
+                        "its ranker and sign map)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="the budget a frame and how often the full proposals run (default: a bundle's own, else full): "
+                        + "; ".join(f"{k}: {v.why}" for k, v in PROFILES.items()))
     p.add_argument("--source", default="auto",
                    help="picamera2, a camera number or /dev/videoN, a video file, a stream URL or an image folder "
                         "(auto: picamera2 where it is installed, else camera 0)")
@@ -93,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--smooth", type=int, default=1, metavar="N",
                    help="steady labels: a sign's label is the vote of its last N detections (1: off; 5 is a good start)")
-    p.add_argument("--detect-every", type=int, default=1, metavar="K",
-                   help="with --detect: propose every K-th frame and follow the signs found in between (cheaper)")
+    p.add_argument("--detect-every", type=int, default=None, metavar="K",
+                   help="with --detect: propose every K-th frame and follow the signs found in between (default: the "
+                        "profile's)")
     p.add_argument("--headless", action="store_true", help="no window, even where one could open")
     p.add_argument("--serve", type=_port, default=None, metavar="PORT", help="stream the annotated frames to a browser")
     p.add_argument("--serve-host", default="127.0.0.1",
@@ -158,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.rotate_mb is not None and args.rotate_mb <= 0) or (args.max_snapshots is not None and args.max_snapshots < 1):
         parser.error("--rotate-mb must be above 0 and --max-snapshots at least 1")
     boxes = _fixed_boxes(args)
-    if boxes is not None and args.detect_every > 1:
+    if boxes is not None and args.detect_every is not None and args.detect_every > 1:
         parser.error("--detect-every needs --detect: fixed boxes are classified in every frame")
 
     def log(msg: str) -> None:
@@ -178,14 +185,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv2.setNumThreads(cv_threads)
 
 
-def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool, threads: int, log: Any) -> int:
+def _pipeline(args: argparse.Namespace, threads: int) -> tuple[FramePipeline, Profile]:
+    """The frame pipeline of --build (a build and --ranker/--sign-map, or a bundle carrying them) at its profile."""
+    if is_bundle(args.build):
+        if args.ranker or args.sign_map:
+            raise ConfigError(f"--build {args.build} is a bundle: it carries its own ranker and sign map; leave out --ranker "
+                              f"and --sign-map")
+        bundle = Bundle.open(args.build)
+        profile = PROFILES[args.profile] if args.profile else bundle.profile
+        return bundle.pipeline(threads, args.threshold, args.profile, not args.no_second_look), profile
+    profile = PROFILES[args.profile or "full"]
     clf = Classifier.from_build(args.build, threads=threads, threshold=args.threshold)
+    ranker = Ranker.load(args.ranker) if args.ranker else default_ranker()
+    return FramePipeline(clf, ranker=ranker, sign_map=SignMap(args.sign_map) if args.sign_map else None,
+                         second_look=not args.no_second_look, budget=profile.budget), profile
+
+
+def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool, threads: int, log: Any) -> int:
+    pipeline, profile = _pipeline(args, threads)
+    clf = pipeline.classifier
     if boxes is None and clf.background_class is None:
         log(f"note: {args.build.name} has no background class; with --detect it will call leaves and windows signs "
             f"(train one with --background, README: Not a sign)")
-    ranker = Ranker.load(args.ranker) if args.ranker else default_ranker()
-    pipeline = FramePipeline(clf, ranker=ranker, sign_map=SignMap(args.sign_map) if args.sign_map else None,
-                             second_look=not args.no_second_look)
     sinks = Sinks()
     server = None
     source = None
@@ -210,7 +231,8 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
                 log(f"running headless: {why}")
             else:
                 sinks.window = Window()
-        stream = StreamOptions(boxes, args.detect_every, args.smooth, overlap, live=source.live)
+        every = args.detect_every or (profile.detect_every if boxes is None else 1)
+        stream = StreamOptions(boxes, every, args.smooth, overlap, live=source.live)
         options = DemoOptions(stream, args.fps, args.loop, args.max_frames)
         summary = run_demo(source, pipeline, options, sinks, log)
     finally:

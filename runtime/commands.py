@@ -46,6 +46,8 @@ COMMANDS: tuple[Command, ...] = (
             "report.", "train"),
     Command(("export", "sign-map"), "export.sign_map", "Export a fitted sign map as int8 TFLite, gated against the float map.",
             "train"),
+    Command(("export", "bundle"), "export.bundle", "Put the frame pipeline's parts into one folder a camera demo or "
+            "bench.gtsdb takes alone.", "train"),
     Command(("export", "threshold"), "export.threshold", "Calibrate (or set) a build's unknown threshold.", "train"),
     Command(("export", "debug"), "export.debug", "Rank the layers of an int8 build by quantization error; re-export with the worst left in float.",
             "train"),

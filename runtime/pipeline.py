@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
 from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, downscale, propose
-from runtime.roi import clamp_box, nms
+from runtime.roi import clamp_box, iou_matrix, nms
 from runtime.sign_map import SignMap
 
 OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
@@ -34,6 +34,38 @@ OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of a frame the classifier reads: the knobs a Raspberry Pi needs turned down (``PROFILES``).
+
+    Attributes:
+        colour: colour-cue proposals classified at most (None: all the proposal stage hands over). With a sign map,
+            those on a box of the map (IoU >= MERGE_IOU) are left out first: the map's box is read instead.
+        map_boxes: the sign map's boxes at most (None: its own top_k).
+        sure: a detection scoring at least this skips the second look (1.0: every detection is looked at again).
+    """
+
+    colour: int | None = None
+    map_boxes: int | None = None
+    sure: float = 1.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named setting of the pipeline and the stream: its budget a frame, and full proposals every K frames."""
+
+    budget: Budget
+    detect_every: int
+    why: str
+
+
+UNLIMITED = Budget()
+MERGE_IOU = 0.3  # a colour proposal this much on a map box shows the same sign
+PROFILES: dict[str, Profile] = {
+    "full": Profile(Budget(), 1, "every proposal read, every frame: what a desktop CPU affords"),
+}
 
 
 class Window(NamedTuple):
@@ -139,13 +171,15 @@ class FramePipeline:
     """
 
     def __init__(self, classifier: Classifier, proposals: ProposalConfig | None = None, ranker: Ranker | None = None,
-                 overlap_iou: float = OVERLAP_IOU, sign_map: SignMap | None = None, second_look: bool = True) -> None:
+                 overlap_iou: float = OVERLAP_IOU, sign_map: SignMap | None = None, second_look: bool = True,
+                 budget: Budget = UNLIMITED) -> None:
         self.classifier = classifier
         self.proposals = proposals or ProposalConfig()
         self.ranker = default_ranker() if ranker is None else ranker
         self.overlap_iou = overlap_iou
         self.sign_map = sign_map  # a learned proposal source beside the colour cues (runtime.sign_map), or None
         self.second_look = second_look  # check every detection of a proposed box again (SECOND_LOOK_SCALES)
+        self.budget = budget
 
     def propose(self, frame_bgr: np.ndarray, learned: bool = True) -> Proposed:
         """The proposal stage alone, on a checked frame: what ProposalsAhead runs.
@@ -158,11 +192,22 @@ class FramePipeline:
         props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
         pixels = small.shape[0] * small.shape[1]
         if self.sign_map is None:
-            return Proposed(props, 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels)
+            return Proposed(self._within_budget(props, ()), 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels)
         if not learned:
             return Proposed(props, 1000.0 * (time.perf_counter() - t0), small, colour_pixels=pixels)
-        props += tuple(self.sign_map.propose(frame_bgr, small))
+        props = self._within_budget(props, tuple(self.sign_map.propose(frame_bgr, small, self.budget.map_boxes)))
         return Proposed(props, 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels, map_ran=True)
+
+    def _within_budget(self, colour: tuple[Proposal, ...], mapped: tuple[Proposal, ...]) -> tuple[Proposal, ...]:
+        """The colour cues' proposals (best first) and the map's, as the budget allows: colour proposals on a map box
+        left out, then the best ``budget.colour`` of the rest."""
+        cap = self.budget.colour
+        if cap is None:
+            return colour + mapped
+        if mapped and colour:
+            on_map = iou_matrix([p.box for p in colour], [m.box for m in mapped]).max(axis=1) >= MERGE_IOU
+            colour = tuple(p for p, dup in zip(colour, on_map) if not dup)
+        return colour[:cap] + mapped
 
     def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> Proposed:
         """The proposal stage inside each window only (around a sign followed from earlier frames), with the cues
@@ -209,8 +254,8 @@ class FramePipeline:
             stage = proposed
             if proposed.small is not None and self.sign_map is not None:
                 t_map = time.perf_counter()
-                mapped = tuple(self.sign_map.propose(frame_bgr, proposed.small))
-                stage = Proposed(proposed.rois + mapped, proposed.ms + 1000.0 * (time.perf_counter() - t_map),
+                mapped = tuple(self.sign_map.propose(frame_bgr, proposed.small, self.budget.map_boxes))
+                stage = Proposed(self._within_budget(proposed.rois, mapped), proposed.ms + 1000.0 * (time.perf_counter() - t_map),
                                  colour_pixels=proposed.colour_pixels, map_ran=True)
         else:
             stage = self.propose(frame_bgr)
@@ -241,8 +286,10 @@ class FramePipeline:
                    signs: Sequence[Detection]) -> tuple[list[Detection], list[Detection], int]:
         """(kept, dropped, crops read): each detection cropped again at ``SECOND_LOOK_SCALES`` times its box, in one
         invoke, and kept when at least ``SECOND_LOOK_VOTES`` of the crops are read as its class."""
+        sure = [d for d in signs if d.prediction.score >= self.budget.sure]
+        signs = [d for d in signs if d.prediction.score < self.budget.sure]
         if not signs:
-            return [], [], 0
+            return sure, [], 0
         n = len(SECOND_LOOK_SCALES)
         boxes = [rescaled(d.box, s) for d in signs for s in SECOND_LOOK_SCALES]
         index, _, x = crop_rois(frame_bgr, boxes, self.classifier.preprocess)
@@ -252,7 +299,8 @@ class FramePipeline:
             sign = signs[i // n]
             votes[i // n] += pred.known and pred.class_id == sign.prediction.class_id
         kept = [d for d, v in zip(signs, votes) if v >= SECOND_LOOK_VOTES]
-        return kept, [d for d, v in zip(signs, votes) if v < SECOND_LOOK_VOTES], len(index)
+        keep = sorted(sure + kept, key=lambda d: -d.prediction.score)
+        return keep, [d for d, v in zip(signs, votes) if v < SECOND_LOOK_VOTES], len(index)
 
 
 class ProposalsAhead:

@@ -99,8 +99,9 @@ class SignMap:
             return list(self.meta["fitted_on"])
         return [{"gt_sha256": self.meta.get("frames_gt_sha256"), "frames": self.meta.get("frames") or []}]
 
-    def propose(self, frame_bgr: np.ndarray, small: np.ndarray | None = None) -> list[Proposal]:
-        """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input).
+    def propose(self, frame_bgr: np.ndarray, small: np.ndarray | None = None, top_k: int | None = None) -> list[Proposal]:
+        """The map's proposals on a checked uint8 BGR frame (any size: it is resized to the map's input), its best
+        ``top_k`` (None: its own cap).
 
         ``small``: the frame already resized to the map's input with ``cv2.INTER_AREA`` (the colour cues' half-size
         frame, when it has that size), so it is not resized twice."""
@@ -109,8 +110,8 @@ class SignMap:
             small = cv2.resize(frame_bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
         x = small[None].astype(np.float32) * np.float32(1 / 255)
         out = self.backend.run(x)[0]
-        boxes, scores = decode(out, self.stride, self.min_score, self.top_k, w / self.width, h / self.height,
-                               self.size_unit)
+        boxes, scores = decode(out, self.stride, self.min_score, self.top_k if top_k is None else top_k, w / self.width,
+                               h / self.height, self.size_unit)
         props = []
         for (x1, y1, x2, y2), s in zip(boxes, scores):
             box = (max(0, int(np.floor(x1))), max(0, int(np.floor(y1))), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))

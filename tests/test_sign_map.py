@@ -293,3 +293,55 @@ def test_paste_errors_are_one_line(frames, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # a sampling without signs to sample would change nothing, silently
         fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--paste-sampling", "classes"])
     assert e.value.code == 2 and "--paste SIGNS" in capsys.readouterr().err
+
+
+def test_a_budget_reads_the_maps_boxes_and_the_best_colour_proposals_not_on_them(fitted, frames, exported):
+    from runtime.pipeline import Budget
+
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]))
+    m = SignMap(fitted)
+    frame = read_frame(frames / "00001.jpg")
+    full = FramePipeline(clf, sign_map=m).propose(frame).rois
+    mapped = [r for r in full if r.cue == MAP_CUE]
+    capped = FramePipeline(clf, sign_map=m, budget=Budget(colour=2, map_boxes=3)).propose(frame).rois
+    colour = [r for r in capped if r.cue != MAP_CUE]
+    assert [r for r in capped if r.cue == MAP_CUE] == mapped[:3] and len(colour) <= 2
+    from runtime.roi import iou_matrix
+
+    if colour and mapped[:3]:
+        assert iou_matrix([c.box for c in colour], [r.box for r in mapped[:3]]).max() < 0.3  # none on a map box
+    result = FramePipeline(clf, sign_map=m, budget=Budget(colour=2, map_boxes=3)).run(frame)
+    assert result.cost.crops == len(result.rois) <= 5 and result.cost.map_macs == m.macs > 0
+
+
+@pytest.mark.slow
+def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(fitted, frames, exported, tmp_path, capsys):
+    from camera_demo import __main__ as demo_cli
+    from export import bundle as bundle_cli
+    from runtime.bundle import Bundle
+
+    out = tmp_path / "bundle"
+    assert bundle_cli.main(["--run", str(exported), "--sign-map", str(fitted), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert {"bundle.json", "model_int8.tflite", "model_int8.tflite.json", "proposal_ranker.json", fitted.name,
+            fitted.name + ".json"} == names
+    for f in out.glob("*.json"):
+        assert str(exported) not in f.read_text() and str(frames) not in f.read_text()  # no path of this machine
+    pipe = Bundle.open(out).pipeline()
+    assert pipe.sign_map is not None and pipe.classifier.path == out / "model_int8.tflite"
+    # the bundle alone scores as its parts given one by one
+    assert gtsdb.main(["--build", str(out), "--frames", str(frames), "--proposals", "builtin", "--threads", "1",
+                       "--repeat", "1", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)[0]
+    assert gtsdb.main(["--build", str(build_file(exported, BUILDS["tflite-int8"])), "--frames", str(frames),
+                       "--sign-map", str(fitted), "--proposals", "builtin", "--threads", "1", "--repeat", "1", "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)[0]
+    assert {k: alone[k] for k in ("frames", "precision", "recall", "proposal_recall")} == \
+        {k: parts[k] for k in ("frames", "precision", "recall", "proposal_recall")}
+    assert demo_cli.main(["--build", str(out), "--source", str(frames), "--headless", "--max-frames", "2"]) == 0
+    assert demo_cli.main(["--build", str(out), "--sign-map", str(fitted), "--source", str(frames), "--headless"]) == 1
+    assert "carries its own ranker and sign map" in capsys.readouterr().err
+    (out / "proposal_ranker.json").write_text((out / "proposal_ranker.json").read_text() + " ")
+    with pytest.raises(BuildError, match="not the ranker bundle.json names"):
+        Bundle.open(out)

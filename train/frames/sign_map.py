@@ -47,20 +47,41 @@ PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this m
 PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
 
 
-def build_map_model(keras: Any, height: int | None = None, width: int | None = None) -> Any:
+TRUNKS = ("standard", "light")
+
+
+def build_map_model(keras: Any, height: int | None = None, width: int | None = None, trunk: str = "standard") -> Any:
+    """The map: a stride-4 trunk, a stride-8 context branch with dilated convolutions, heads at stride 4.
+
+    ``light``: the same layout with depthwise-separable blocks past the first convolution and a 1x1 fusion, about a
+    fifth of the multiply-accumulates (a Raspberry Pi's budget; what it finds is measured, not assumed)."""
     from keras import layers
 
     def block(x: Any, filters: int, stride: int = 1, dilation: int = 1) -> Any:
         x = layers.Conv2D(filters, 3, strides=stride, padding="same", dilation_rate=dilation, use_bias=False)(x)
         return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))  # settles within ~50 steps (0.99: ~500)
 
+    def separable(x: Any, filters: int, stride: int = 1, dilation: int = 1) -> Any:
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=dilation, use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+        x = layers.Conv2D(filters, 1, use_bias=False)(x)
+        return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+
+    if trunk not in TRUNKS:
+        raise ConfigError(f"--trunk {trunk} is unknown; choose one of {', '.join(TRUNKS)}")
+    inner = separable if trunk == "light" else block
     inp = keras.Input((height, width, 3), name="frame")
-    x = block(block(inp, 12, 2), 16, 2)
-    s4 = block(x, 24)
-    x = block(s4, 32, 2)
+    x = inner(block(inp, 12, 2), 16, 2)
+    s4 = inner(x, 24)
+    x = inner(s4, 32, 2)
     for d in (1, 2, 4):
-        x = block(x, 32, dilation=d)
-    x = block(layers.Concatenate()([layers.UpSampling2D(2)(x), s4]), 24)
+        x = inner(x, 32, dilation=d)
+    x = layers.Concatenate()([layers.UpSampling2D(2)(x), s4])
+    if trunk == "light":
+        x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(layers.Conv2D(24, 1, use_bias=False)(x)))
+        x = separable(x, 24)
+    else:
+        x = block(x, 24)
     heat = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(-4.0), name="heat")(x)
     size = layers.Conv2D(1, 1, name="size")(x)
     return keras.Model(inp, layers.Concatenate(name="map")([heat, size]), name="sign_map")
@@ -212,7 +233,8 @@ def read_frame_sets(folders: Sequence[Path], subset: str) -> tuple[list[np.ndarr
 
 def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16,
                  crop: int = 256, seed: int = 0, paste: Path | None = None, paste_rate: float = 1.0,
-                 paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True) -> Path:
+                 paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True,
+                 trunk: str = "standard") -> Path:
     """Fit the map on the chosen frames of ``frames_dirs``; write OUT/sign_map.keras and OUT/fit.json (what
     ``python -m export.sign_map`` turns into the int8 build); the folder.
 
@@ -250,7 +272,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_map_model(keras)
+    model = build_map_model(keras, trunk=trunk)
     model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss=map_loss)
     rng = np.random.default_rng(seed)
     t0 = time.time()
@@ -262,12 +284,12 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
         if step % every == 0 or step == steps - 1:
             print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr,
                   flush=True)
-    fixed = build_map_model(keras, h, w)
+    fixed = build_map_model(keras, h, w, trunk)
     fixed.set_weights(model.get_weights())
     with atomic_path(out / "sign_map.keras") as tmp:
         fixed.save(tmp)
     fit: dict[str, Any] = {"format": FIT_FORMAT, "sources": sources, "scale": SCALE, "stride": STRIDE, "min_score": MIN_SCORE,
-           "top_k": TOP_K, "size_unit": SIZE_UNIT, "steps": steps, "seed": seed, "training_seconds": round(time.time() - t0, 1),
+           "top_k": TOP_K, "size_unit": SIZE_UNIT, "trunk": trunk, "steps": steps, "seed": seed, "training_seconds": round(time.time() - t0, 1),
            "params": int(fixed.count_params()), "macs": map_macs(fixed), "pasted": pasted}
     write_text_atomic(out / "fit.json", json.dumps(fit, indent=2))
     print(f"sign map fitted on {sum(len(s['frames']) for s in sources)} frames ({fit['params']:,} params, "
@@ -304,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paste: draw the pasted signs' pool from all images (classes as common as in the "
                         "dataset; the default) or evenly from every class (rare ones, e.g. white end-of-limit "
                         "signs, as often as common)")
+    p.add_argument("--trunk", default="standard", choices=TRUNKS,
+                   help="light: depthwise-separable blocks, about a fifth of the multiply-accumulates a frame")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
@@ -320,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.paste_sampling is not None and args.paste is None:
         parser.error("--paste-sampling chooses which signs --paste pastes; give --paste SIGNS too, or leave it out")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
-                 paste_rate=args.paste_rate, paste_sampling=args.paste_sampling or "images", progress=not args.quiet)
+                 paste_rate=args.paste_rate, paste_sampling=args.paste_sampling or "images", progress=not args.quiet,
+                 trunk=args.trunk)
     return 0
 
 
