@@ -120,3 +120,56 @@ def test_unreachable_server(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(dl.DATASETS, "cifar10", [dl.Archive("x.tar.gz", "http://127.0.0.1:9/x.tar.gz", "md5:0")])
     assert dl.main(["cifar10", "--to", str(tmp_path), "--quiet"]) == 1
     assert "failed" in capsys.readouterr().err
+
+
+def _gtsdb_zip(path: Path, stems: list[str]) -> list[str]:
+    """A TrainIJCNN2013.zip in the official layout: PPM frames and a gt.txt (CRLF, as published), its lines returned."""
+    import zipfile
+
+    import cv2
+    import numpy as np
+
+    lines = [f"{s}.ppm;10;20;40;50;{i % 43}" for i, s in enumerate(stems)]
+    with zipfile.ZipFile(path, "w") as z:
+        for i, s in enumerate(stems):
+            ok, ppm = cv2.imencode(".ppm", np.full((60, 80, 3), 10 * i, np.uint8))
+            z.writestr(f"TrainIJCNN2013/{s}.ppm", ppm.tobytes())
+        z.writestr("TrainIJCNN2013/gt.txt", "\r\n".join(lines) + "\r\n")
+    return lines
+
+
+def test_gtsdb_download_is_split_into_the_three_frame_folders(server, tmp_path, monkeypatch):
+    from runtime.annotations import frame_files
+
+    www, url = server
+    lines = _gtsdb_zip(www / "TrainIJCNN2013.zip", ["00000", "00059", "00060", "00359", "00360", "00599"])
+    monkeypatch.setitem(dl.DATASETS, "gtsdb", [dl.Archive("TrainIJCNN2013.zip", url + "/TrainIJCNN2013.zip",
+                                                          "gt-sha256:" + dl.gt_digest(lines))])
+    to = tmp_path / "GTSDB"
+    assert dl.main(["gtsdb", "--to", str(to), "--quiet"]) == 0
+    for folder, stems in (("gtsdb", ["00000", "00059"]), ("gtsdb-train", ["00060", "00359"]), ("gtsdb-more", ["00360", "00599"])):
+        files, gt = frame_files(to / folder)
+        assert sorted(files) == stems and sorted(gt) == stems  # every frame with its signs, readable as frames
+    assert (to / "gtsdb" / "gt.txt").read_text() == "00000.ppm;10;20;40;50;0\n00059.ppm;10;20;40;50;1\n"
+
+
+def test_a_gtsdb_archive_with_other_annotations_or_a_bad_member_is_refused(server, tmp_path, monkeypatch, capsys):
+    import zipfile
+
+    www, url = server
+    lines = _gtsdb_zip(www / "TrainIJCNN2013.zip", ["00000", "00060"])
+    archive = dl.Archive("TrainIJCNN2013.zip", url + "/TrainIJCNN2013.zip", "gt-sha256:" + dl.gt_digest([*lines, "x"]))
+    monkeypatch.setitem(dl.DATASETS, "gtsdb", [archive])
+    assert dl.main(["gtsdb", "--to", str(tmp_path / "a"), "--quiet"]) == 1
+    assert "does not match its pinned checksum" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "TrainIJCNN2013.zip").exists() and not (tmp_path / "a" / "gtsdb").exists()
+    good = dl.Archive(archive.name, archive.url, "gt-sha256:" + dl.gt_digest(lines))
+    data = bytearray((www / "TrainIJCNN2013.zip").read_bytes())
+    with zipfile.ZipFile(www / "TrainIJCNN2013.zip") as z:
+        member = z.getinfo("TrainIJCNN2013/00000.ppm")
+    at = member.header_offset + 30 + len(member.filename) + 100  # a byte inside the first frame's data
+    data[at] ^= 0xFF
+    (www / "TrainIJCNN2013.zip").write_bytes(bytes(data))
+    monkeypatch.setitem(dl.DATASETS, "gtsdb", [good])
+    assert dl.main(["gtsdb", "--to", str(tmp_path / "b"), "--quiet"]) == 1  # its CRC no longer checks
+    assert "does not match its pinned checksum" in capsys.readouterr().err

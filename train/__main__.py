@@ -46,7 +46,7 @@ ARCH_NAMES = ("edge", "notebook-a", "lenet", "cifar", "notebook-d", "edge-s", "e
 
 
 def default_data() -> Path:
-    return Path(os.environ.get("GTSRB_DIR", "data/gtsrb"))
+    return Path(os.environ.get("GTSRB_DIR", "data/GTSRB"))
 
 
 def build_parser() -> argparse.ArgumentParser:
