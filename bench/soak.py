@@ -29,7 +29,7 @@ from camera_demo.outputs import JsonlWriter
 from camera_demo.server import FrameBoard, MjpegServer
 from camera_demo.sources import Source, open_source
 from runtime.classifier import Classifier
-from runtime.cli import HelpFormatter
+from runtime.cli import HelpFormatter, frame_size
 from runtime.errors import cli_errors
 from runtime.machine import describe_cpu
 from runtime.pipeline import FramePipeline
@@ -129,14 +129,6 @@ def soak(build: Path, source: str, *, max_frames: int, size: tuple[int, int] | N
     return rows
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WxH, e.g. 640x360") from None
-    return w, h
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.soak", formatter_class=HelpFormatter,
@@ -147,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build", type=Path, required=True, help="a .tflite/.onnx build with its metadata")
     p.add_argument("--source", required=True, help="a video file or a folder of images, played in a loop")
     p.add_argument("--max-frames", type=int, default=200_000, help="frames to run")
-    p.add_argument("--size", type=_size, default=None, metavar="WxH", help="resize every frame to this (default: as it is)")
+    p.add_argument("--size", type=frame_size, default=None, metavar="WxH", help="resize every frame to this (default: as it is)")
     p.add_argument("--every", type=int, default=10_000, metavar="N", help="print the holdings every N frames")
     p.add_argument("--watch", type=float, default=20.0, metavar="SECONDS", help="a viewer reads the stream this long ...")
     p.add_argument("--period", type=float, default=60.0, metavar="SECONDS", help="... in every period this long")

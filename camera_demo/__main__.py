@@ -33,7 +33,7 @@ from camera_demo.sources import Reconnecting, Source, open_source
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.bundle import Bundle, is_bundle
 from runtime.classifier import Classifier
-from runtime.cli import HelpFormatter
+from runtime.cli import HelpFormatter, frame_size
 from runtime.errors import ConfigError, cli_errors
 from runtime.pipeline import PROFILES, FramePipeline, Profile, split_cores
 from runtime.proposals import Ranker, default_ranker
@@ -50,16 +50,6 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port: choose one of 1024-65535 (0: any free one)")
     return port
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WxH, e.g. 1280x720") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"{text!r} is too small")
-    return w, h
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "box and keeping it when 2 of the 3 agree (what it costs and removes: docs/decisions.md)")
     p.add_argument("--sign-map", type=Path, default=None,
                    help="a learned proposal source (python -m train.frames.sign_map) beside the colour cues, on full frames")
-    p.add_argument("--size", type=_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
+    p.add_argument("--size", type=frame_size, default=None, help="camera resolution WxH (picamera2 default 1280x720)")
     p.add_argument("--fps", type=float, default=None, help="at most this many frames per second (and the camera's rate)")
     p.add_argument("--loop", action="store_true", help="play a file or folder again from the start at its end")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")

@@ -13,3 +13,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action) or ""
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """An argparse type: ``WxH`` (e.g. 1280x720) as (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH, e.g. 1280x720") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small")
+    return w, h

@@ -132,7 +132,7 @@ def _gtsdb_zip(path: Path, stems: list[str]) -> list[str]:
     lines = [f"{s}.ppm;10;20;40;50;{i % 43}" for i, s in enumerate(stems)]
     with zipfile.ZipFile(path, "w") as z:
         for i, s in enumerate(stems):
-            ok, ppm = cv2.imencode(".ppm", np.full((60, 80, 3), 10 * i, np.uint8))
+            _, ppm = cv2.imencode(".ppm", np.full((60, 80, 3), 10 * i, np.uint8))
             z.writestr(f"TrainIJCNN2013/{s}.ppm", ppm.tobytes())
         z.writestr("TrainIJCNN2013/gt.txt", "\r\n".join(lines) + "\r\n")
     return lines
