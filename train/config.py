@@ -41,8 +41,8 @@ class TrainConfig:
     add_holdout: float = 0.3  # share of each added class's photos (whole tracks where known) kept to score them
     min_per_class: int = 0  # a class with fewer training images is repeated up to this many per epoch
     teacher: Path | None = None  # --teacher: a run whose softened outputs the student learns from too
-    distill_temperature: float = 4.0  # softens both distributions (Hinton et al. 2015)
-    distill_weight: float = 0.9  # share of the loss from the teacher; the rest from the labels
+    distill_temperature: float = 4.0  # softens both distributions; a common choice since Hinton et al. 2015, not tuned here
+    distill_weight: float = 0.9  # share of the loss from the teacher, the rest from the labels; likewise not tuned here
     distribute: str = "none"  # "none" | "mirrored" (every device of this machine) | "multiworker" (several processes)
     coordinator: str | None = None  # multiworker: process 0's HOST:PORT
     num_processes: int = 1  # multiworker: how many processes the run has
