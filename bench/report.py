@@ -34,7 +34,8 @@ from runtime.builds import BUILDS
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
-from runtime.proposals import default_ranker
+from runtime.bundle import BUNDLE_FILE, Bundle
+from runtime.proposals import Ranker, default_ranker
 from train.plots import gallery
 from train.runs import Run
 
@@ -146,7 +147,8 @@ COLUMNS = [("build", "build", ""), ("status", "status", ""), ("size_kb", "size K
            ("rois_per_s_t1", "ROIs/s b8 t1", ".0f"), ("first_invoke_ms", "first ms", ".2f"), ("peak_rss_mb", "RSS MB", ".1f"),
            ("integer_only", "int-only", "")]
 FRAME_COLUMNS = [("proposal_recall", "prop. recall", ".3f"), ("precision", "P", ".3f"), ("recall", "R", ".3f"),
-                 ("f1", "F1", ".3f"), ("fps", "frames/s", ".1f")]
+                 ("f1", "F1", ".3f"), ("crops", "crops/frame", ".1f"), ("gmacs", "G MACs/frame", ".2f"),
+                 ("fps", "frames/s", ".1f")]
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
@@ -289,15 +291,26 @@ def write_report(run: Run, ev: SplitEval, rows: list[dict[str, Any]], stages: di
 
 
 def frame_scores(run: Run, frames: Path, repeat: int = 3) -> tuple[dict[str, dict[str, Any]], str]:
-    """bench.gtsdb's built-in-proposal scores of every build, all cores."""
+    """bench.gtsdb's built-in-proposal scores of every build, all cores, every proposal read (profile full).
+
+    The proposals are the run's own: the ranker and sign map of its bundle (RUN/bundle, ``run.sh``), else its
+    proposal_ranker.json, else the runtime's ranking."""
     loaded, gt = load_frames(frames, None)
+    bundle = Bundle.open(run.path / "bundle") if (run.path / "bundle" / BUNDLE_FILE).is_file() else None
+    ranker_file = bundle.part("ranker") if bundle else run.path / "proposal_ranker.json"
+    ranker = Ranker.load(ranker_file) if ranker_file and ranker_file.is_file() else default_ranker()
+    sign_map = bundle.part("sign_map") if bundle else None
     out: dict[str, dict[str, Any]] = {}
     note = ""
     for name, path in run.builds().items():
-        s = score_build(path, loaded, gt, frames, ranker=default_ranker(), threads=(ALL,), proposals=("builtin",), repeat=repeat)[0]
+        s = score_build(path, loaded, gt, frames, ranker=ranker, threads=(ALL,), proposals=("builtin",), repeat=repeat,
+                        sign_map=sign_map)[0]
         out[name] = {"proposal_recall": s.proposal_recall, "precision": s.precision, "recall": s.recall, "f1": s.f1,
-                     "fps": s.fps, "frame_ms": s.ms}
-        note = f"{s.frames} frames of {frames}, {s.signs} signs, {ALL} threads, fastest of {repeat} passes, on {describe_cpu()}"
+                     "crops": s.cost.get("crops", 0.0) + s.cost.get("second_look_crops", 0.0),
+                     "gmacs": s.cost.get("gmacs", 0.0), "fps": s.fps, "frame_ms": s.ms}
+        cues = "the run's sign map and colour cues" if sign_map else "colour cues"
+        note = (f"{s.frames} frames of {frames}, {s.signs} signs, {cues}, every proposal read, {ALL} threads, "
+                f"fastest of {repeat} passes, on {describe_cpu()}")
     return out, note
 
 

@@ -345,3 +345,22 @@ def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(fitte
     (out / "proposal_ranker.json").write_text((out / "proposal_ranker.json").read_text() + " ")
     with pytest.raises(BuildError, match="not the ranker bundle.json names"):
         Bundle.open(out)
+
+
+@pytest.mark.slow
+def test_the_report_scores_frames_with_the_runs_own_bundle(fitted, frames, exported, tmp_path):
+    """bench.report --frames reads the run's bundle (its ranker and sign map) and shows crops and G MACs a frame."""
+    import shutil
+
+    from bench import report
+    from export import bundle as bundle_cli
+    from train.runs import Run
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    scores, note = report.frame_scores(Run.open(run), frames, repeat=1)
+    assert "colour cues," in note and all(s["crops"] > 0 for s in scores.values())
+    assert bundle_cli.main(["--run", str(run), "--sign-map", str(fitted), "--out", str(run / "bundle")]) == 0
+    mapped, note = report.frame_scores(Run.open(run), frames, repeat=1)
+    assert "sign map" in note and set(mapped) == set(scores)
+    assert mapped["tflite-int8"]["gmacs"] > scores["tflite-int8"]["gmacs"]  # the map's multiply-accumulates count
