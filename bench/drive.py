@@ -146,6 +146,8 @@ class DriveScore:
     tracks_detected: int  # tracks covered by a detection in at least one frame
     label_flips: int
     flips_per_track: float  # over the tracks that were detected
+    crops: float | None = None  # a frame's mean crops classified (second look included), from the JSONL's "cost"
+    gmacs: float | None = None  # a frame's mean G multiply-accumulates (None: the JSONL does not say)
 
 
 def read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
@@ -188,8 +190,11 @@ def score_drive(pred: list[dict[str, Any]], truth: list[dict[str, Any]], iou: fl
     precision = tp / n_det if n_det else 0.0
     recall = tp / n_gt if n_gt else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    costs = [r["cost"] for r in pred if isinstance(r.get("cost"), dict)]
+    crops = sum(c.get("crops", 0) + c.get("second_look_crops", 0) for c in costs) / len(costs) if costs else None
+    gmacs = sum(c.get("macs", 0) for c in costs) / len(costs) / 1e9 if costs else None
     return DriveScore(len(truth), n_gt, n_det, tp, precision, recall, f1, len(tracks), len(labels), flips,
-                      flips / len(labels) if labels else 0.0)
+                      flips / len(labels) if labels else 0.0, crops, gmacs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = result
             print(f"{r['frames']} frames, {r['signs']} sign appearances of {r['tracks']} signs: precision {r['precision']:.3f} "
                   f"recall {r['recall']:.3f} F1 {r['f1']:.3f}; label flips {r['label_flips']} "
-                  f"({r['flips_per_track']:.2f} per detected sign, {r['tracks_detected']} detected)")
+                  f"({r['flips_per_track']:.2f} per detected sign, {r['tracks_detected']} detected)"
+                  + (f"; a frame: {r['crops']:.1f} crops, {r['gmacs']:.3f} G MACs" if r["gmacs"] is not None else ""))
         return 0
     if not (args.frames and args.out):
         parser.error("give --frames DIR --out VIDEO to make a video, or --score OUT.jsonl --gt DRIVE_gt.jsonl to score")

@@ -34,6 +34,7 @@ OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
+FOLLOW = "follow"  # the cue of a followed sign's predicted box, read again between full proposals (Budget.follow)
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,16 @@ class Budget:
             those on a box of the map (IoU >= MERGE_IOU) are left out first: the map's box is read instead.
         map_boxes: the sign map's boxes at most (None: its own top_k).
         sure: a detection scoring at least this skips the second look (1.0: every detection is looked at again).
+        per_window: colour-cue proposals classified in each window around a followed sign, between full proposals.
+        follow: between full proposals, also classify each followed sign's predicted box itself (one crop a sign,
+            whatever cue found it).
     """
 
     colour: int | None = None
     map_boxes: int | None = None
     sure: float = 1.0
+    per_window: int = 8
+    follow: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,13 @@ PROFILES: dict[str, Profile] = {
 
 
 class Window(NamedTuple):
-    """Where to look for a sign followed from earlier frames: a box, and the colour of the cue that found it
-    (only that colour's cues run in the window; None: every cue)."""
+    """Where to look for a sign followed from earlier frames: a box, the colour of the cue that found it (only
+    that colour's cues run in the window; None, or a cue of no colour such as the sign map's: every cue), and
+    where the sign itself should be (read again with ``Budget.follow``)."""
 
     box: Sequence[float]
     colour: str | None = None
+    sign: Sequence[float] | None = None
 
 
 class Proposed(NamedTuple):
@@ -209,19 +217,23 @@ class FramePipeline:
             colour = tuple(p for p, dup in zip(colour, on_map) if not dup)
         return colour[:cap] + mapped
 
-    def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window], per_window: int = 8) -> Proposed:
+    def propose_in(self, frame_bgr: np.ndarray, windows: Sequence[Window]) -> Proposed:
         """The proposal stage inside each window only (around a sign followed from earlier frames), with the cues
-        of the window's colour: its best ``per_window`` proposals each, in frame coordinates. A few small windows
-        cost a fraction of a frame."""
+        of the window's colour: its best ``budget.per_window`` proposals each, in frame coordinates. A few small
+        windows cost a fraction of a frame."""
         t0 = time.perf_counter()
         h, w = frame_bgr.shape[:2]
-        base = replace(self.proposals, max_proposals=per_window, per_cue=1)
+        base = replace(self.proposals, max_proposals=self.budget.per_window, per_cue=1)
         out: list[Proposal] = []
         pixels = 0
+        colours = {c.colour for c in base.cues}
         for window in windows:
+            sign = clamp_box(window.sign, w, h) if self.budget.follow and window.sign is not None else None
+            if sign is not None:
+                out.append(Proposal(sign, FOLLOW, 1.0))
             box = clamp_box(window.box, w, h)
-            cues = tuple(c for c in base.cues if window.colour in (None, c.colour))
-            if box is None or not cues:
+            cues = tuple(c for c in base.cues if window.colour not in colours or window.colour == c.colour)
+            if box is None or not cues or self.budget.per_window < 1:
                 continue
             x1, y1, x2, y2 = _even(box, w, h)
             pixels += int((x2 - x1) * (y2 - y1) * base.scale ** 2)

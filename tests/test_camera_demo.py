@@ -371,6 +371,10 @@ def test_drive_video_and_its_ground_truth(frames_dir, tmp_path):
     perfect = [{"frame": t["frame"], "detections": [{"box": s["box"], "class_id": s["class_id"]} for s in t["signs"]]} for t in gt]
     score = drive.score_drive(perfect, gt)
     assert score.precision == score.recall == score.f1 == 1.0 and score.label_flips == 0
+    assert score.gmacs is None  # the JSONL says nothing of the cost
+    costed = [{**r, "cost": {"crops": 2 * (i % 2), "second_look_crops": 3, "macs": 10**9 * (i % 2)}} for i, r in enumerate(perfect)]
+    cost = drive.score_drive(costed, gt)
+    assert cost.gmacs == pytest.approx(0.5) and cost.crops == pytest.approx(4.0)  # a frame's mean, the second look counted
     flicker = [{"frame": t["frame"], "detections": [{"box": s["box"], "class_id": (s["class_id"] + 1) if t["step"] == 1 else s["class_id"]}
                                                    for s in t["signs"]]} for t in gt]
     flicked = drive.score_drive(flicker, gt)
@@ -428,3 +432,7 @@ def test_a_followed_sign_is_searched_with_the_colour_of_its_cue():
     assert [w.colour for w in windows] == ["blue", None]  # a given box: every cue
     assert windows[0].box == (36, 36, 204, 204)  # grown by 1.6 of its side on every side
     assert [w.colour for w in t.search_windows(1, same_colour=False)] == [None, None]
+    assert windows[0].sign == (100, 100, 140, 140)  # where the sign itself should be (Budget.follow reads it)
+    followed = Detection((102, 101, 143, 142), Prediction(1, "c1", 0.8, ()), Proposal((102, 101, 143, 142), "follow", 1.0))
+    t.update([followed], 1, ["c0", "c1"])
+    assert t.search_windows(2)[0].colour == "blue"  # read again where it was followed: still the blue cue's sign

@@ -162,7 +162,8 @@ def _red_ring_and_blue_disc() -> np.ndarray:
     return frame
 
 
-@pytest.mark.parametrize("colour, cues", [(None, {"red-hole", "blue-solid"}), ("blue", {"blue-solid"}), ("red", {"red-hole"})])
+@pytest.mark.parametrize("colour, cues", [(None, {"red-hole", "blue-solid"}), ("blue", {"blue-solid"}), ("red", {"red-hole"}),
+                                          ("map", {"red-hole", "blue-solid"})])  # found by the sign map: every cue
 def test_a_window_runs_the_cues_of_its_colour(colour, cues):
     pipe = FramePipeline(None, ranker=Ranker())  # type: ignore[arg-type]  # proposing needs no classifier
     props = pipe.propose_in(_red_ring_and_blue_disc(), [Window((20, 40, 321, 200), colour)]).rois
@@ -170,6 +171,18 @@ def test_a_window_runs_the_cues_of_its_colour(colour, cues):
     for p in props:  # in frame coordinates, around the sign of that colour
         cx = (p.box[0] + p.box[2]) / 2
         assert abs(cx - (80 if p.colour == "red" else 240)) < 12
+
+
+def test_follow_reads_each_followed_signs_predicted_box_too():
+    from runtime.pipeline import FOLLOW, Budget
+
+    frame = _red_ring_and_blue_disc()
+    window = Window((20, 40, 321, 200), "red", (40, 80, 120, 160))
+    plain = FramePipeline(None, ranker=Ranker()).propose_in(frame, [window]).rois  # type: ignore[arg-type]
+    assert FOLLOW not in {p.cue for p in plain}
+    pipe = FramePipeline(None, ranker=Ranker(), budget=Budget(follow=True, per_window=0))  # type: ignore[arg-type]
+    assert [(p.box, p.cue) for p in pipe.propose_in(frame, [window, window._replace(sign=(-50, -50, -10, -10))]).rois] == \
+        [((40, 80, 120, 160), FOLLOW)]  # the box alone (no cue runs), and none for a sign outside the frame
 
 
 def test_windows_are_made_even_sized_inside_the_frame():
