@@ -31,10 +31,10 @@ from bench.evaluation import SplitEval, curves, evaluate_builds
 from bench.gtsdb import load_frames, score_build
 from runtime.atomic import ensure_writable_dir, write_text_atomic
 from runtime.builds import BUILDS
+from runtime.bundle import BUNDLE_FILE, Bundle
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.machine import describe_cpu
-from runtime.bundle import BUNDLE_FILE, Bundle
 from runtime.proposals import Ranker, default_ranker
 from train.plots import gallery
 from train.runs import Run

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=Path, default=None,
                    help="annotated video (.mp4, or .avi to survive a power cut); about 2-4 GB an hour at 1280x720, 30 fps")
     p.add_argument("--jsonl", type=Path, default=None,
-                   help="one JSON line per frame: boxes, classes, scores, crops, MACs, ms; about 350 bytes a frame with a sign or two (measured), 40 MB an hour at 30 fps")
+                   help="one JSON line per frame: boxes, classes, scores, crops, MACs, ms; about 350 bytes a frame "
+                        "with a sign or two (measured): 40 MB an hour at 30 fps")
     p.add_argument("--snapshots", type=Path, default=None,
                    help="folder for the crops of new detections (PNG, a few KB each, one per new sign)")
     p.add_argument("--rotate-mb", type=float, default=None, metavar="MB",
