@@ -43,7 +43,8 @@ class Budget:
 
     Attributes:
         colour: colour-cue proposals classified at most (None: all the proposal stage hands over). With a sign map,
-            those on a box of the map (IoU >= MERGE_IOU) are left out first: the map's box is read instead.
+            those on a box of the map (IoU >= MERGE_IOU) are left out first: the map's box is read instead; 0 with a
+            sign map skips the colour stage of full frames.
         map_boxes: the sign map's boxes at most (None: its own top_k).
         sure: a detection scoring at least this skips the second look (1.0: every detection is looked at again).
         per_window: colour-cue proposals classified in each window around a followed sign, between full proposals.
@@ -197,8 +198,12 @@ class FramePipeline:
         check_frame(frame_bgr)
         t0 = time.perf_counter()
         small = downscale(frame_bgr, self.proposals)  # one half-size frame for the colour cues and the sign map
-        props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
-        pixels = small.shape[0] * small.shape[1]
+        if self.budget.colour == 0 and self.sign_map is not None:  # the map alone proposes: no colour stage at all
+            props: tuple[Proposal, ...] = ()
+            pixels = 0
+        else:
+            props = tuple(propose(frame_bgr, self.proposals, self.ranker, small))
+            pixels = small.shape[0] * small.shape[1]
         if self.sign_map is None:
             return Proposed(self._within_budget(props, ()), 1000.0 * (time.perf_counter() - t0), colour_pixels=pixels)
         if not learned:

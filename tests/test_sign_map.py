@@ -312,6 +312,8 @@ def test_a_budget_reads_the_maps_boxes_and_the_best_colour_proposals_not_on_them
         assert iou_matrix([c.box for c in colour], [r.box for r in mapped[:3]]).max() < 0.3  # none on a map box
     result = FramePipeline(clf, sign_map=m, budget=Budget(colour=2, map_boxes=3)).run(frame)
     assert result.cost.crops == len(result.rois) <= 5 and result.cost.map_macs == m.macs > 0
+    alone = FramePipeline(clf, sign_map=m, budget=Budget(colour=0, map_boxes=3)).run(frame)
+    assert [r.box for r in alone.rois] == [r.box for r in mapped[:3]] and alone.cost.colour_pixels == 0  # no colour stage
 
 
 @pytest.mark.slow
