@@ -1,6 +1,6 @@
 """A "driving toward" video made from separate road frames, and the camera demo's output scored against it.
 
-    python -m bench.drive --data data/GTSDB/gtsdb --out drive.mp4
+    python -m bench.drive --frames data/GTSDB/gtsdb --out drive.mp4
     python -m camera_demo --build model_int8.tflite --source drive.mp4 --headless --jsonl out.jsonl
     python -m bench.drive --score out.jsonl --gt drive_gt.jsonl
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.drive", formatter_class=HelpFormatter,
         description="Make a driving-toward video from GTSDB-layout frames, or score a camera-demo JSONL against it.",
-        epilog="examples:\n  python -m bench.drive --data data/GTSDB/gtsdb --out drive.mp4\n"
+        epilog="examples:\n  python -m bench.drive --frames data/GTSDB/gtsdb --out drive.mp4\n"
                "  python -m bench.drive --score out.jsonl --gt drive_gt.jsonl",
     )
     make = p.add_argument_group("make a video")

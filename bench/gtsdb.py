@@ -1,7 +1,7 @@
 """Run the whole frame pipeline over GTSDB-layout frames and score it.
 
-    python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --data data/GTSDB/gtsdb
-    python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json
+    python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --frames data/GTSDB/gtsdb
+    python -m bench.gtsdb --build model_int8.onnx --frames gtsdb/ --proposals gt --threads 2 --json
 
 Prints proposal recall at IoU >= 0.5, end-to-end precision / recall / F1 (a hit needs IoU >= 0.5 and
 the right class), per-stage milliseconds per frame (proposals, crop+preprocess, invoke, post, second
@@ -247,10 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.gtsdb", formatter_class=HelpFormatter,
         description="Score the frame pipeline (proposals -> crops -> build) on GTSDB-layout frames.",
-        epilog="examples:\n  python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --data data/GTSDB/gtsdb\n"
-               "  python -m bench.gtsdb --build model_int8.onnx --data gtsdb/ --proposals gt --threads 2 --json\n"
+        epilog="examples:\n  python -m bench.gtsdb --build runs/quickstart/model_int8.tflite --frames data/GTSDB/gtsdb\n"
+               "  python -m bench.gtsdb --build model_int8.onnx --frames gtsdb/ --proposals gt --threads 2 --json\n"
                "  python -m bench.gtsdb --build runs/quickstart/model_int8.tflite runs/quickstart-odd/model_int8.tflite "
-               "--ranker runtime/proposal_ranker.json ranker_odd.json --data gtsdb/",
+               "--ranker runtime/proposal_ranker.json ranker_odd.json --frames gtsdb/",
     )
     p.add_argument("--build", type=Path, nargs="+", required=True,
                    help=".tflite/.onnx build(s) with metadata, or bundles (python -m export.bundle); several (e.g. the two "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import subprocess
 import sys
 
@@ -29,6 +30,13 @@ def test_every_command_explains_every_flag_and_keeps_its_examples(cmd):
               if a.option_strings and not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert not silent, f"{cmd.module}: flags without help: {silent}"
     assert "../shared" not in text  # examples use paths a user has
+    for line in (line for line in examples if line.strip()):  # each example's flags are this command's flags
+        words = shlex.split(line.split("#")[0])[3:]
+        words = words[:words.index(">")] if ">" in words else words  # a shell redirection is not the command's
+        try:
+            parser.parse_args(words)
+        except SystemExit:
+            pytest.fail(f"{cmd.module}: the example does not parse: {line.strip()}")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c.words))
