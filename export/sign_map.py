@@ -128,7 +128,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = 0.9) -> Path:
     agreement = found / peaks if peaks else 1.0
     if agreement < min_agreement:
         raise BuildError(f"the int8 sign map finds {found} of the float map's {peaks} peaks scoring {GATE_SCORE} or more "
-                         f"({agreement:.0%} < {min_agreement:.0%}); not written. Fit it longer or on more frames")
+                         f"({agreement:.1%} < {min_agreement:.1%}); not written. Fit it longer or on more frames")
     meta = {"format": MAP_FORMAT, "input": [h, w, 3], "colour": "bgr", **{k: fit[k] for k in ("scale", "stride")},
             **decoding, "fitted_on": [{"gt_sha256": src["gt_sha256"], "frames": src["frames"]} for src in fit["sources"]],
             "steps": fit["steps"], "training_seconds": fit["training_seconds"], "params": int(model.count_params()),
