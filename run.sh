@@ -3,8 +3,9 @@
 #   GTSRB_DIR=/path/to/gtsrb bash run.sh     # use a local copy (any layout signkit reads)
 #   bash run.sh                              # downloads the official GTSRB into data/GTSRB first
 #   GTSDB_DIR=/path/to/gtsdb bash run.sh     # also road frames (frames + gt.txt) to score the frame pipeline on;
-#   GTSDB_TRAIN_DIR=/path/to/gtsdb-train     # and other frames to fit it on: the proposal ranking and a
-#                                            # "not a sign" class are learned there, all of GTSDB_DIR scores it.
+#   GTSDB_TRAIN_DIR="/path/a /path/b"        # and other frames to fit it on (space-separated folders): the proposal
+#                                            # ranking, a "not a sign" class and the sign map are learned there, and
+#                                            # the parts go into one bundle (RUN/bundle) scored on all of GTSDB_DIR.
 #                                            # Without GTSDB_TRAIN_DIR: fitted on GTSDB_DIR's even frames, scored on the odd
 #   SIGN_MAP=0                               # with GTSDB_DIR: no learned "sign here" map beside the colour cues
 # Extra arguments go to `python -m train` (e.g. --epochs 10).
@@ -39,15 +40,20 @@ train_model() {
   return "$rc"
 }
 if [ -n "${GTSDB_DIR:-}" ]; then
-  # "not a sign" crops: 30 a frame of a fitting set like gtsdb-train (300 frames), 150 a frame of 30 even frames
-  if [ -n "${GTSDB_TRAIN_DIR:-}" ]; then FIT=("$GTSDB_TRAIN_DIR" --subset all); PER=30; else FIT=("$GTSDB_DIR" --subset even); PER=150; fi
+  # "not a sign" crops: 30 a frame of fitting folders (gtsdb-train and gtsdb-more: 540 frames), 150 a frame of 30 even frames
+  if [ -n "${GTSDB_TRAIN_DIR:-}" ]; then
+    read -r -a TRAIN_DIRS <<< "$GTSDB_TRAIN_DIR"
+    FIT=("${TRAIN_DIRS[@]}" --subset all); PER=30
+  else
+    FIT=("$GTSDB_DIR" --subset even); PER=150
+  fi
   mkdir -p "$RUN"
   $PYBIN -m train.frames.ranker --frames "${FIT[@]}" --out "$RUN/proposal_ranker.json" --quiet
-  $PYBIN -m train.frames.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" --out "$RUN/negatives"
-  # the frame model is edge without CLAHE: edge-xs + CLAHE, trained the same way, let 65 background boxes through on
-  # held-out frames against edge's 4 (docs/decisions.md)
+  $PYBIN -m train.frames.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" \
+    --out "$RUN/negatives" --quiet
+  # the frame model is the default's size without CLAHE, with the background class (docs/decisions.md)
   train_model --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
-    --arch edge --contrast none "$@"
+    --arch edge-xs --contrast none "$@"
 else
   train_model --data "$DATA" --out "$RUN" "$@"
 fi
@@ -56,21 +62,26 @@ $PYBIN -m export.all --run "$RUN"
 if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives or the map are left out by bench.gtsdb itself
   MAP=()
   if [ "${SIGN_MAP:-1}" != 0 ]; then
-    # a learned proposal source, GTSRB signs pasted into its training crops: it finds signs no colour cue does
-    if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --out "$RUN/sign-map" --quiet \
+    # a learned proposal source, GTSRB signs pasted into its training crops: it finds signs no colour cue does;
+    # the light trunk costs a fifth of the standard one's multiply-accumulates a frame (docs/decisions.md)
+    if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --trunk light --out "$RUN/sign-map" --quiet \
         && $PYBIN -m export.sign_map --map "$RUN/sign-map"; then
       MAP=(--sign-map "$RUN/sign-map/sign_map_int8.tflite")
     else
       echo "run.sh: no sign map (the error above); the frame pipeline is scored with the colour cues alone" >&2
     fi
   fi
-  SCORE=($PYBIN -m bench.gtsdb --build "$RUN/model_int8.tflite" --ranker "$RUN/proposal_ranker.json" --frames "$GTSDB_DIR")
+  # one folder a camera demo or bench.gtsdb takes alone (the Raspberry Pi guide copies it); the pi profile reads the
+  # sign map's boxes alone, so a bundle without a map is meant for the full one
+  PROFILE=pi; [ ${#MAP[@]} -gt 0 ] || PROFILE=full
+  $PYBIN -m export.bundle --run "$RUN" "${MAP[@]}" --profile "$PROFILE" --out "$RUN/bundle"
+  SCORE=($PYBIN -m bench.gtsdb --build "$RUN/bundle" --frames "$GTSDB_DIR")
   {
-    echo "colour cues alone:"
-    "${SCORE[@]}"
-    if [ ${#MAP[@]} -gt 0 ]; then  # the map finds more signs and costs frame rate: both, side by side
-      echo "colour cues and the sign map:"
-      "${SCORE[@]}" "${MAP[@]}"
+    echo "the bundle, every proposal read (--profile full):"
+    "${SCORE[@]}" --profile full
+    if [ "$PROFILE" = pi ]; then
+      echo "the bundle at the Raspberry Pi's budget (--profile pi):"
+      "${SCORE[@]}" --profile pi
     fi
   } | tee "$RUN/gtsdb_report.txt"
 fi

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from runtime.classifier import Classifier, Detection, check_frame, crop_rois
+from runtime.errors import ConfigError
 from runtime.proposals import Proposal, ProposalConfig, Ranker, default_ranker, downscale, propose
 from runtime.roi import clamp_box, iou_matrix, nms
 from runtime.sign_map import SignMap
@@ -34,7 +35,6 @@ OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
-FOLLOW = "follow"  # the cue of a followed sign's predicted box, read again between full proposals (Budget.follow)
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,12 @@ class Budget:
         map_boxes: the sign map's boxes at most (None: its own top_k).
         sure: a detection scoring at least this skips the second look (1.0: every detection is looked at again).
         per_window: colour-cue proposals classified in each window around a followed sign, between full proposals.
-        follow: between full proposals, also classify each followed sign's predicted box itself (one crop a sign,
-            whatever cue found it).
     """
 
     colour: int | None = None
     map_boxes: int | None = None
     sure: float = 1.0
     per_window: int = 8
-    follow: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,17 +69,19 @@ UNLIMITED = Budget()
 MERGE_IOU = 0.3  # a colour proposal this much on a map box shows the same sign
 PROFILES: dict[str, Profile] = {
     "full": Profile(Budget(), 1, "every proposal read, every frame: what a desktop CPU affords"),
+    # 10 map boxes and no colour stage: 0.30 G MACs a frame for F1 0.775 against 1.37 G and 0.786 reading everything;
+    # following signs between full proposals (--detect-every 3) lost 0.14 of F1 on a drive video (docs/decisions.md)
+    "pi": Profile(Budget(colour=0, map_boxes=10, sure=0.95), 1,
+                  "the sign map's 10 best boxes, no colour stage, a sure detection (>= 0.95) not looked at again"),
 }
 
 
 class Window(NamedTuple):
-    """Where to look for a sign followed from earlier frames: a box, the colour of the cue that found it (only
-    that colour's cues run in the window; None, or a cue of no colour such as the sign map's: every cue), and
-    where the sign itself should be (read again with ``Budget.follow``)."""
+    """Where to look for a sign followed from earlier frames: a box, and the colour of the cue that found it (only
+    that colour's cues run in the window; None, or a cue of no colour such as the sign map's: every cue)."""
 
     box: Sequence[float]
     colour: str | None = None
-    sign: Sequence[float] | None = None
 
 
 class Proposed(NamedTuple):
@@ -188,6 +187,9 @@ class FramePipeline:
         self.overlap_iou = overlap_iou
         self.sign_map = sign_map  # a learned proposal source beside the colour cues (runtime.sign_map), or None
         self.second_look = second_look  # check every detection of a proposed box again (SECOND_LOOK_SCALES)
+        if budget.colour == 0 and sign_map is None:  # no colour proposals and no map: nothing would ever be proposed
+            raise ConfigError("this budget reads the sign map's boxes alone (no colour proposals) and there is no sign map: "
+                              "give one (--sign-map, or a bundle that carries one) or use --profile full")
         self.budget = budget
 
     def propose(self, frame_bgr: np.ndarray, learned: bool = True) -> Proposed:
@@ -233,9 +235,6 @@ class FramePipeline:
         pixels = 0
         colours = {c.colour for c in base.cues}
         for window in windows:
-            sign = clamp_box(window.sign, w, h) if self.budget.follow and window.sign is not None else None
-            if sign is not None:
-                out.append(Proposal(sign, FOLLOW, 1.0))
             box = clamp_box(window.box, w, h)
             cues = tuple(c for c in base.cues if window.colour not in colours or window.colour == c.colour)
             if box is None or not cues or self.budget.per_window < 1:

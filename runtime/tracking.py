@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.classifier import Detection
-from runtime.pipeline import FOLLOW, GIVEN, Window
+from runtime.pipeline import GIVEN, Window
 from runtime.roi import Box, iou_matrix
 
 MATCH_IOU = 0.3
@@ -67,8 +67,6 @@ class Tracker:
                 best = max(cand, key=lambda j: ious[i, j]) if cand else -1
             cls = det.prediction.class_id
             colour = det.proposal.colour if det.proposal is not None and det.proposal.cue != GIVEN else None
-            if det.proposal is not None and det.proposal.cue == FOLLOW:
-                colour = self.tracks[best].colour if best >= 0 else None  # read where it was followed: its cue's colour
             if best < 0:
                 track = Track(self._next_id, det.box, frame, deque([cls], maxlen=self.window), cls, colour=colour)
                 self._next_id += 1
@@ -123,5 +121,4 @@ class Tracker:
         --detect-every 3: F1 0.717 at 0.8, 0.733 at 1.2, 0.737 at 1.6, 0.740 at 2.0 (0.747 proposing every frame),
         at 8 proposals a window and every cue."""
         colours = [t.colour if same_colour else None for t in self.tracks]
-        return [Window(box, colour, sign) for box, colour, sign in
-                zip(self.predicted_boxes(frame, grow), colours, self.predicted_boxes(frame))]
+        return [Window(box, colour) for box, colour in zip(self.predicted_boxes(frame, grow), colours)]

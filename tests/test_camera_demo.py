@@ -432,7 +432,3 @@ def test_a_followed_sign_is_searched_with_the_colour_of_its_cue():
     assert [w.colour for w in windows] == ["blue", None]  # a given box: every cue
     assert windows[0].box == (36, 36, 204, 204)  # grown by 1.6 of its side on every side
     assert [w.colour for w in t.search_windows(1, same_colour=False)] == [None, None]
-    assert windows[0].sign == (100, 100, 140, 140)  # where the sign itself should be (Budget.follow reads it)
-    followed = Detection((102, 101, 143, 142), Prediction(1, "c1", 0.8, ()), Proposal((102, 101, 143, 142), "follow", 1.0))
-    t.update([followed], 1, ["c0", "c1"])
-    assert t.search_windows(2)[0].colour == "blue"  # read again where it was followed: still the blue cue's sign

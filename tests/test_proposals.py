@@ -173,16 +173,12 @@ def test_a_window_runs_the_cues_of_its_colour(colour, cues):
         assert abs(cx - (80 if p.colour == "red" else 240)) < 12
 
 
-def test_follow_reads_each_followed_signs_predicted_box_too():
-    from runtime.pipeline import FOLLOW, Budget
+def test_a_budget_of_the_maps_boxes_alone_refuses_a_pipeline_without_a_map():
+    from runtime.errors import ConfigError
+    from runtime.pipeline import PROFILES
 
-    frame = _red_ring_and_blue_disc()
-    window = Window((20, 40, 321, 200), "red", (40, 80, 120, 160))
-    plain = FramePipeline(None, ranker=Ranker()).propose_in(frame, [window]).rois  # type: ignore[arg-type]
-    assert FOLLOW not in {p.cue for p in plain}
-    pipe = FramePipeline(None, ranker=Ranker(), budget=Budget(follow=True, per_window=0))  # type: ignore[arg-type]
-    assert [(p.box, p.cue) for p in pipe.propose_in(frame, [window, window._replace(sign=(-50, -50, -10, -10))]).rois] == \
-        [((40, 80, 120, 160), FOLLOW)]  # the box alone (no cue runs), and none for a sign outside the frame
+    with pytest.raises(ConfigError, match="there is no sign map"):  # else it would propose nothing, frame after frame
+        FramePipeline(None, ranker=Ranker(), budget=PROFILES["pi"].budget)  # type: ignore[arg-type]
 
 
 def test_windows_are_made_even_sized_inside_the_frame():

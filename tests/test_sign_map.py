@@ -342,6 +342,23 @@ def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(fitte
     assert {k: alone[k] for k in ("frames", "precision", "recall", "proposal_recall")} == \
         {k: parts[k] for k in ("frames", "precision", "recall", "proposal_recall")}
     assert demo_cli.main(["--build", str(out), "--source", str(frames), "--headless", "--max-frames", "2"]) == 0
+    # a bundle meant for the Pi runs at the pi profile's budget unless told otherwise: no colour stage, <= 10 map boxes
+    pi = tmp_path / "bundle-pi"
+    assert bundle_cli.main(["--run", str(exported), "--sign-map", str(fitted), "--profile", "pi", "--out", str(pi)]) == 0
+    from runtime.pipeline import PROFILES
+
+    assert Bundle.open(pi).profile == PROFILES["pi"] and Bundle.open(out).profile == PROFILES["full"]
+    assert bundle_cli.main(["--run", str(exported), "--profile", "pi", "--out", str(tmp_path / "no-map")]) != 0
+    assert "there is no sign map" in capsys.readouterr().err and not (tmp_path / "no-map").exists()  # it would find nothing
+    capsys.readouterr()
+    for profile in ([], ["--profile", "full"]):
+        assert gtsdb.main(["--build", str(pi), "--frames", str(frames), "--proposals", "builtin", "--threads", "1",
+                           "--repeat", "1", "--json", *profile]) == 0
+        scored = json.loads(capsys.readouterr().out)[0]
+        if profile:
+            assert scored["cost"]["crops"] == alone["cost"]["crops"]  # --profile full reads every proposal again
+        else:
+            assert scored["cost"]["crops"] <= 10 and scored["cost"]["gmacs"] < alone["cost"]["gmacs"]
     assert demo_cli.main(["--build", str(out), "--sign-map", str(fitted), "--source", str(frames), "--headless"]) == 1
     assert "carries its own ranker and sign map" in capsys.readouterr().err
     (out / "proposal_ranker.json").write_text((out / "proposal_ranker.json").read_text() + " ")
