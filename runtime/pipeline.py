@@ -69,8 +69,9 @@ UNLIMITED = Budget()
 MERGE_IOU = 0.3  # a colour proposal this much on a map box shows the same sign
 PROFILES: dict[str, Profile] = {
     "full": Profile(Budget(), 1, "every proposal read, every frame: what a desktop CPU affords"),
-    # 10 map boxes and no colour stage: 0.30 G MACs a frame for F1 0.775 against 1.37 G and 0.786 reading everything;
-    # following signs between full proposals (--detect-every 3) lost 0.14 of F1 on a drive video (docs/decisions.md)
+    # no colour stage: on one thread it takes 1.5x the time of the rest of such a frame, for +0.007 and +0.058 proposal
+    # recall (5 colour proposals) on two held-out folds and no F1; following signs between full proposals
+    # (detect-every 3) lost 0.14 of F1 on a drive video
     "pi": Profile(Budget(colour=0, map_boxes=10, sure=0.95), 1,
                   "the sign map's 10 best boxes, no colour stage, a sure detection (>= 0.95) not looked at again"),
 }

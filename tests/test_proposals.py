@@ -175,10 +175,10 @@ def test_a_window_runs_the_cues_of_its_colour(colour, cues):
 
 def test_a_budget_of_the_maps_boxes_alone_refuses_a_pipeline_without_a_map():
     from runtime.errors import ConfigError
-    from runtime.pipeline import PROFILES
+    from runtime.pipeline import Budget
 
     with pytest.raises(ConfigError, match="there is no sign map"):  # else it would propose nothing, frame after frame
-        FramePipeline(None, ranker=Ranker(), budget=PROFILES["pi"].budget)  # type: ignore[arg-type]
+        FramePipeline(None, ranker=Ranker(), budget=Budget(colour=0, map_boxes=10))  # type: ignore[arg-type]
 
 
 def test_windows_are_made_even_sized_inside_the_frame():
