@@ -256,12 +256,33 @@ def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
     assert far.max() < fit.PASTE_SIDES[1]  # pixels change only around what was pasted
 
 
-def test_targets_are_the_marked_signs():
+def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored():
     from runtime.annotations import Annotation
 
-    t = fit.targets([Annotation((100, 60, 140, 100), 3)], 160, 200)
-    assert t[..., 2].sum() == 1 and t[40 // fit.STRIDE, 60 // fit.STRIDE, 2] == 1  # the centre (120, 80), halved
-    assert np.isclose(2 ** (t[..., 1].max() * fit.SIZE_UNIT), 40)
+    small = np.zeros((96, 128, 3), np.uint8)
+    small[30:50, 70:90] = 255  # a 20-pixel sign on the half-size frame; its annotation is in frame pixels
+    small[30:50, 80:90, 0] = 0  # its right half another colour: mirrored crops show it on the left
+    signs = [[Annotation((140, 60, 180, 100), 3)]]
+    rng = np.random.default_rng(0)
+    sides, mirrored = [], 0
+    for _ in range(40):
+        xs, ys = fit._crops(rng, [small], signs, 64, 1, zoom=0.3, flip=True)
+        patch, t = xs[0].mean(axis=2), ys[0]
+        if t[..., 2].sum() == 0:
+            continue  # the sign's centre fell outside this crop
+        assert t[..., 2].sum() == 1
+        cy, cx = np.argwhere(t[..., 2] == 1)[0]
+        rows, cols = np.nonzero(patch > 0.2)  # the background stays under 0.1
+        if min(rows.min(), cols.min()) == 0 or max(rows.max(), cols.max()) == 63:
+            continue  # cut by the crop's edge
+        assert abs(cols.mean() / fit.STRIDE - cx - 0.5) <= 1 and abs(rows.mean() / fit.STRIDE - cy - 0.5) <= 1
+        side = 2 ** (t[cy, cx, 1] * fit.SIZE_UNIT) * fit.SCALE  # in half-size pixels, as the crop shows it
+        assert abs(side - (cols.max() - cols.min() + 1)) <= 2.5
+        sides.append(side)
+        blue = xs[0][..., 0]
+        mirrored += int(blue[rows, cols][cols < cols.mean()].mean() < blue[rows, cols][cols > cols.mean()].mean())
+    assert len(sides) > 10 and max(sides) / min(sides) > 1.3  # zoomed: the sign comes in several sizes
+    assert 0.2 < mirrored / len(sides) < 0.8  # about half of them mirrored
 
 
 def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_path):
