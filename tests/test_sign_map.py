@@ -214,21 +214,22 @@ def test_each_frame_is_mined_with_a_map_that_did_not_fit_it(fitted, frames, tmp_
     assert {c["sign_map"] for c in alone["crops"]} == {0}  # every map saw the frame: the first one, as asked
 
 
-def test_the_gate_holds_the_int8_map_to_the_float_maps_confident_peaks_in_place_and_size():
+def test_the_gate_holds_the_int8_map_to_the_signs_the_float_map_finds():
     def out(peaks):
         m = np.zeros((12, 12, 2), np.float32)
         for y, x, score, side in peaks:
             m[y, x] = (score, np.log2(side) / fit.SIZE_UNIT)
         return m
 
-    ref = out([(3, 3, 0.6, 32), (8, 8, 0.1, 32)])  # a confident peak and a faint one
-    assert export_map.peak_agreement(ref, ref, DECODING) == (1, 1)  # the faint one is not counted
-    assert export_map.peak_agreement(ref, out([(3, 3, 0.5, 32)]), DECODING) == (1, 1)  # losing the faint one does not matter
-    assert export_map.peak_agreement(ref, out([(4, 3, 0.5, 34)]), DECODING) == (1, 1)  # a cell off, a side 6 % off: the same sign
-    assert export_map.peak_agreement(ref, out([(3, 3, 0.5, 64)]), DECODING) == (0, 1)  # twice the side: another box
-    assert export_map.peak_agreement(ref, out([(5, 3, 0.5, 32)]), DECODING) == (0, 1)  # two cells off
-    assert export_map.peak_agreement(ref, out([]), DECODING) == (0, 1)
-    assert export_map.peak_agreement(out([(8, 8, 0.1, 32)]), out([]), DECODING) == (0, 0)
+    meta = {**DECODING, "stride": 4}
+    signs = np.array([[0.0, 0.0, 32.0, 32.0], [16.0, 16.0, 48.0, 48.0]])  # two signs, centred on cells (4, 4), (8, 8)
+    ref = out([(4, 4, 0.6, 32), (8, 8, 0.3, 32), (1, 10, 0.9, 16)])  # both found, and a peak on the background
+    assert export_map.signs_kept(ref, ref, signs, meta) == (2, 2)
+    assert export_map.signs_kept(ref, out([(4, 4, 0.6, 32), (8, 8, 0.3, 32)]), signs, meta) == (2, 2)  # the background's peak lost: no matter
+    assert export_map.signs_kept(ref, out([(4, 4, 0.5, 32), (8, 8, 0.3, 64)]), signs, meta) == (1, 2)  # twice the side: IoU 0.25
+    assert export_map.signs_kept(ref, out([]), signs, meta) == (0, 2)
+    assert export_map.signs_kept(out([(4, 4, 0.6, 32)]), ref, signs, meta) == (1, 1)  # only what the float map finds counts
+    assert export_map.signs_kept(ref, ref, np.zeros((0, 4)), meta) == (0, 0)
 
 
 def _solid_pool(n: int = 6) -> np.ndarray:

@@ -12,8 +12,7 @@ of a sign dataset (GTSRB) are pasted into sign-free places of the crops too, and
 
 Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
 threshold and the frames it was fitted on, so ``bench.gtsdb`` will not score it on them), after a
-gate: on the fitting frames, the int8 map must find the float map's confident peaks (score >= GATE_SCORE),
-in place and size.
+gate: on the fitting frames, the int8 map's boxes must find the signs the float map's boxes find.
 """
 
 from __future__ import annotations
