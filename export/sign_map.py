@@ -6,8 +6,9 @@
 fitted on); this writes MAP/sign_map_int8.tflite and its sidecar, which ``runtime.sign_map`` reads.
 Calibration uses 40 of the fitting frames at the map's input size. The gate: of the annotated signs
 the float map's boxes find on the fitting frames (IoU >= 0.5), the int8 map's boxes must find
-MIN_KEPT; a map that fails it is not written. The sidecar names the frames by stem and their gt.txt by checksum (no
-path of this machine), so ``bench.gtsdb`` leaves them out wherever the map is deployed.
+MIN_KEPT; a map that fails it is not written. The sidecar names the frames by stem and their
+gt.txt by checksum (no path of this machine), so ``bench.gtsdb`` leaves them out wherever the map
+is deployed.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ A tiny fully-convolutional net over the half-size frame (runtime.sign_map runs i
 a stride-8 context branch with dilated convolutions, and two 1x1 heads at stride 4, a sigmoid heat
 map of sign centres (focal loss against a Gaussian at each annotated centre, sigma a quarter of the
 sign) and log2 of the sign's side in frame pixels at the centres (L1; divided by 8, so that both
-channels share one int8 output scale). Trained on random crops of
-the frames (most of them around a sign), zoomed, mirrored, with brightness and contrast jitter; with ``--paste``, signs
-of a sign dataset (GTSRB) are pasted into sign-free places of the crops too, and marked in the targets.
+channels share one int8 output scale). Trained on random crops of the frames (most of them around
+a sign), zoomed, mirrored, with brightness and contrast jitter; with ``--paste``, signs of a sign
+dataset (GTSRB) are pasted into sign-free places of the crops too, and marked in the targets.
 
 Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
 threshold and the frames it was fitted on, so ``bench.gtsdb`` will not score it on them), after a
@@ -44,8 +44,8 @@ SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range 
 PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the half-size frame: 16-128 frame pixels, GTSDB's range
 PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this much)
 PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
-# Training crops cut at 1 +- ZOOM of the frame's scale, half of them mirrored: the 10 best boxes of a light map
-# proposed 0.764 and 0.738 of two held-out folds' signs against 0.733 and 0.701 with neither (docs/decisions.md).
+# Training crops cut at 1 - ZOOM to 1 / (1 - ZOOM) of the frame's scale, half of them mirrored: the 10 best boxes
+# of a light map proposed 0.764 and 0.738 of two held-out folds' signs, 0.733 and 0.701 with neither (docs/decisions.md).
 ZOOM = 0.25
 FLIP = True
 
@@ -187,8 +187,8 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[
            flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A batch of training crops of the half-size frames and their targets.
 
-    ``zoom``: each crop is cut at a scale drawn log-uniformly within 1 +- zoom of the frame's (its signs' sides
-    scaled alike); ``flip``: half of the crops mirrored left to right (a mirrored sign is still a sign here; the
+    ``zoom``: each crop is cut at a scale drawn log-uniformly from 1 - zoom to 1 / (1 - zoom) of the frame's (its
+    signs' sides scaled alike); ``flip``: half of the crops mirrored left to right (a mirrored sign is still a sign here; the
     classifier, which reads which way an arrow points, never sees these)."""
     import cv2
 
@@ -342,9 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trunk", default="standard", choices=TRUNKS,
                    help="light: depthwise-separable blocks, about a fifth of the multiply-accumulates a frame")
     p.add_argument("--zoom", type=float, default=ZOOM,
-                   help="training crops cut at a scale within 1 +- ZOOM of the frame's (signs of other sizes)")
+                   help="training crops cut at 1 - ZOOM to 1 / (1 - ZOOM) of the frame's scale, log-uniform (signs of other "
+                        "sizes; 0: the frame's scale only)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=FLIP,
-                   help="mirror half of the training crops left to right (--no-flip: never)")
+                   help="mirror half of the training crops left to right")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
