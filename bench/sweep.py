@@ -116,7 +116,7 @@ def measure(folder: Path) -> dict[str, Any]:
         "devtest_images": len(dev), "float_acc": float_acc, "int8_acc": int8_acc,
         "worst_class": int(present[np.argmin(report.recall[present])]), "worst_recall": float(report.recall[present].min()),
         "classes_below_95": int((report.recall[present] < 0.95).sum()),
-        "per_class_recall": {int(c): float(report.recall[c]) for c in present},
+        "per_class_recall": {int(c): float(report.recall[c]) for c in present}, "class_names": list(run.class_names),
         "val_acc": run.meta.get("val_accuracy"), "best_epoch": run.meta.get("best_epoch"), "epochs_run": run.meta.get("epochs_run"),
         "training_minutes": round(run.meta.get("training_seconds", 0) / 60, 1),
         "macs_m": count_macs(model) / 1e6, "params": int(model.count_params()),
@@ -147,7 +147,35 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["int8_acc"])
 
 
-def write_table(out: Path, rows: list[dict[str, Any]], command: str) -> Path:
+MOVED_PP = 2.0  # a class's mean dev-test recall moving this much (3 of a class's 150 images) is listed
+
+
+def classes_moved(results: dict[str, list[dict[str, Any]]], base: str,
+                  min_pp: float = MOVED_PP) -> dict[str, list[tuple[str, float, float]]]:
+    """Per candidate other than ``base``: the classes whose mean dev-test recall over its seeds moved by at least
+    ``min_pp`` points from ``base``'s, most fallen first, as (class, base %, candidate %)."""
+    def mean_recall(runs: list[dict[str, Any]]) -> dict[str, float]:
+        common = set.intersection(*(set(r["per_class_recall"]) for r in runs))
+        return {str(c): 100 * float(np.mean([r["per_class_recall"][c] for r in runs])) for c in common}
+
+    if base not in results:
+        raise ConfigError(f"--base {base} has no finished runs; name one of {', '.join(sorted(results))}")
+    ref = mean_recall(results[base])
+    names = results[base][0].get("class_names") or []
+    moved = {}
+    for name, runs in results.items():
+        if name == base or not runs:
+            continue
+        got = mean_recall(runs)
+        rows = [(c, ref[c], got[c]) for c in ref.keys() & got.keys() if abs(got[c] - ref[c]) >= min_pp]
+        moved[name] = [(f"{names[int(c)]} ({c})" if int(c) < len(names) else c, a, b)
+                       for c, a, b in sorted(rows, key=lambda r: r[2] - r[1])]
+    return moved
+
+
+def write_table(out: Path, rows: list[dict[str, Any]], command: str,
+                moved: tuple[str, dict[str, list[tuple[str, float, float]]]] | None = None) -> Path:
+    """OUT/sweep.{md,json,csv}; ``moved``: a base candidate and :func:`classes_moved` against it, listed under the table."""
     pct = ("int8_acc", "float_acc", "worst_recall", "int8_acc_16px", "int8_acc_20px", "int8_acc_blur5", "int8_acc_dark",
            "int8_acc_jpeg20")
     head = ["candidate", "seeds", "dev-test int8 %", "float %", "worst class %", "classes <95 %", "16 px %", "20 px %",
@@ -168,6 +196,12 @@ def write_table(out: Path, rows: list[dict[str, Any]], command: str) -> Path:
               f"choice of epoch, the same for every candidate and seed. ms/ROI: int8 build, one thread, on {' and '.join(cpus)}."]
     if len(cpus) > 1:
         lines.append("**The runs were timed on different CPUs: compare ms/ROI only between runs on the same one.**")
+    if moved is not None:
+        base, changes = moved
+        lines += ["", f"Classes whose mean dev-test recall moved by {MOVED_PP:g} points or more from {base}'s:", ""]
+        for name, classes in changes.items():
+            listed = "; ".join(f"{c} {a:.1f} → {b:.1f}" for c, a, b in classes) or "none"
+            lines.append(f"- {name}: {listed}")
     write_text_atomic(out / "sweep.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "sweep.json", json.dumps(rows, indent=2))
     with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -222,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="candidates trained side by side")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these candidates of the plan")
     p.add_argument("--table", action="store_true", help="only tabulate the finished runs of --out")
+    p.add_argument("--base", default=None, metavar="NAME",
+                   help="list the classes each candidate moved against this one (default: the plan's first)")
     p.add_argument("--measure", type=Path, default=None, metavar="RUN", help="(internal) measure one finished run")
     return p
 
@@ -252,11 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r = fut.result()
                 print(f"{n} seed {s}: dev-test int8 {100 * r['int8_acc']:.2f} % (float {100 * r['float_acc']:.2f} %), "
                       f"{r['macs_m']:.1f} M MACs, {r['int8_kb']:.0f} KB, {r['ms_per_roi']:.3f} ms/ROI", flush=True)
-    rows = summarise(collect(out))
+    results = collect(out)
+    rows = summarise(results)
     if not rows:
         raise ConfigError(f"{out} holds no finished runs yet")
+    base = args.base or (next(iter(read_plan(args.plan)[1])) if args.plan is not None else None)
+    moved = (base, classes_moved(results, base)) if base is not None and base in results else None
+    if args.base is not None and moved is None:
+        raise ConfigError(f"--base {args.base} has no finished runs in {out}; name one of {', '.join(sorted(results))}")
     command = "python -m bench.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
-    table = write_table(out, rows, command)
+    table = write_table(out, rows, command, moved)
     plot(out, rows)
     print(table.read_text())
     return 0

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from runtime.errors import ConfigError
 from runtime.machine import describe_cpu
 from runtime.preprocess import PreprocessSpec, to_model_input
 from train.__main__ import main as train_main
@@ -118,3 +119,20 @@ def test_sweep_table_says_where_ms_per_roi_was_timed(tmp_path):
     assert "on CPU A, 2 cores, avx2 and not recorded." in md and "different CPUs" in md
     md = sweep.write_table(tmp_path, rows[:1], "python -m bench.sweep").read_text()
     assert "on CPU A, 2 cores, avx2." in md and "different CPUs" not in md
+
+
+def test_the_table_lists_the_classes_each_candidate_moved_against_the_base(tmp_path):
+    from bench import sweep
+
+    def study(recall, names=("stop", "yield", "keep right")):
+        return {**{k: 0.5 for k in sweep.KEYS}, "cpu": "CPU A", "per_class_recall": {str(c): r for c, r in enumerate(recall)},
+                "class_names": list(names)}
+
+    results = {"base": [study([0.90, 1.0, 0.98]), study([0.70, 1.0, 0.98])],  # class 0: 80 % over the two seeds
+               "new": [study([0.95, 0.96, 0.99]), study([0.95, 0.96, 0.98])]}
+    moved = sweep.classes_moved(results, "base")
+    assert moved == {"new": [("yield (1)", 100.0, 96.0), ("stop (0)", 80.0, 95.0)]}  # most fallen first; 0.5 pp left out
+    md = sweep.write_table(tmp_path, sweep.summarise(results), "python -m bench.sweep", ("base", moved)).read_text()
+    assert "moved by 2 points or more from base's" in md and "- new: yield (1) 100.0 → 96.0; stop (0) 80.0 → 95.0" in md
+    with pytest.raises(ConfigError, match="--base other"):
+        sweep.classes_moved(results, "other")
