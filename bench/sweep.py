@@ -292,10 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarise(results)
     if not rows:
         raise ConfigError(f"{out} holds no finished runs yet")
+    # --base must have finished runs (classes_moved says so); the plan's first may not have any yet
     base = args.base or (next(iter(read_plan(args.plan)[1])) if args.plan is not None else None)
-    moved = (base, classes_moved(results, base)) if base is not None and base in results else None
-    if args.base is not None and moved is None:
-        raise ConfigError(f"--base {args.base} has no finished runs in {out}; name one of {', '.join(sorted(results))}")
+    moved = (base, classes_moved(results, base)) if base is not None and (args.base or base in results) else None
     command = "python -m bench.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
     table = write_table(out, rows, command, moved)
     plot(out, rows)

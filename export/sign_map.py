@@ -123,14 +123,14 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT) -> Path:
     tmp = dest.with_name(dest.name + ".check.tflite")
     tmp.write_bytes(data)
     decoding = {k: fit[k] for k in ("min_score", "top_k", "size_unit")}
+    gate_decoding = {**decoding, "stride": fit["stride"]}
     annotated = [i for i, s in enumerate(signs) if len(s)]
     try:
         backend = TFLiteBackend(tmp, threads=1)
         kept = found = 0
         for i in annotated:
             xi = scaled([smalls[i]])
-            k, f = signs_kept(model.predict(xi, verbose=0)[0], backend.run(xi)[0], signs[i],
-                              {**decoding, "stride": fit["stride"]}, *ratio)
+            k, f = signs_kept(model.predict(xi, verbose=0)[0], backend.run(xi)[0], signs[i], gate_decoding, *ratio)
             kept, found = kept + k, found + f
     finally:
         tmp.unlink(missing_ok=True)

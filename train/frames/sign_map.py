@@ -188,8 +188,8 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[
     """A batch of training crops of the half-size frames and their targets.
 
     ``zoom``: each crop is cut at a scale drawn log-uniformly from 1 - zoom to 1 / (1 - zoom) of the frame's (its
-    signs' sides scaled alike); ``flip``: half of the crops mirrored left to right (a mirrored sign is still a sign here; the
-    classifier, which reads which way an arrow points, never sees these)."""
+    signs' sides scaled alike); ``flip``: half of the crops mirrored left to right (a mirrored sign is still a sign
+    here; the classifier, which reads which way an arrow points, never sees these)."""
     import cv2
 
     xs, ys = [], []
