@@ -4,11 +4,12 @@
 
 ``python -m train.frames.sign_map`` writes MAP/sign_map.keras and MAP/fit.json (the frames it was
 fitted on); this writes MAP/sign_map_int8.tflite and its sidecar, which ``runtime.sign_map`` reads.
-Calibration uses 40 of the fitting frames at the map's input size. The gate: of the annotated signs
-the float map's boxes find on the fitting frames (IoU >= 0.5), the int8 map's boxes must find
-MIN_KEPT; a map that fails it is not written. The sidecar names the frames by stem and their
-gt.txt by checksum (no path of this machine), so ``bench.gtsdb`` leaves them out wherever the map
-is deployed.
+The map is fully convolutional: it is exported at a frame scale of its own (``--scale``; the sides
+it learned at the fit's scale are rescaled at run time) and calibrated on 40 of the fitting frames
+at that size. The gate: of the annotated signs the float map's boxes find on the fitting frames
+(IoU >= 0.5), the int8 map's boxes must find MIN_KEPT; a map that fails it is not written. The
+sidecar names the frames by stem and their gt.txt by checksum (no path of this machine), so
+``bench.gtsdb`` leaves them out wherever the map is deployed.
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ from runtime.builds import sidecar_of
 from runtime.cli import HelpFormatter
 from runtime.errors import BuildError, ConfigError, cli_errors
 from runtime.roi import iou_matrix
-from runtime.sign_map import MAP_FILE, MAP_FORMAT, decode
+from runtime.sign_map import MAP_FILE, MAP_FORMAT, decode, map_input
 from train.device import gpu_available, select_backend
+from train.frames.sign_map import build_map_model, map_macs
 
 CALIB_FRAMES = 40
 # The int8 map must find this share of the signs the float map finds. Light maps that proposed more held-out signs
 # kept 0.967-0.972 of their fitting frames' signs; one fitted half as long, 0.934 (docs/decisions.md).
 MIN_KEPT = 0.95
 MATCH_IOU = 0.5
+# The light map fitted at half scale and run at 0.625 proposed 0.798 / 0.785 of two held-out folds' signs in its 10 best
+# boxes against 0.764 / 0.738 at 0.5 (small signs 0.494 -> 0.608, 0.555 -> 0.652), for 146 M MACs a frame against 94 M;
+# at 0.6875 large signs fell (0.923 -> 0.837): docs/decisions.md.
+EXPORT_SCALE = 0.625
 
 
 def signs_kept(ref: np.ndarray, out: np.ndarray, signs: np.ndarray, meta: dict[str, Any], sx: float = 1.0,
@@ -52,7 +58,8 @@ def signs_kept(ref: np.ndarray, out: np.ndarray, signs: np.ndarray, meta: dict[s
         return 0, 0
 
     def finds(output: np.ndarray) -> np.ndarray:
-        boxes, _ = decode(output, meta["stride"], meta["min_score"], meta["top_k"], sx, sy, meta["size_unit"])
+        boxes, _ = decode(output, meta["stride"], meta["min_score"], meta["top_k"], sx, sy, meta["size_unit"],
+                          meta.get("side_scale", 1.0))
         if not len(boxes):
             return np.zeros(len(signs), bool)
         return iou_matrix(signs, boxes).max(axis=1) >= MATCH_IOU
@@ -77,8 +84,6 @@ def fitting_frames(fit: dict[str, Any], height: int, width: int) -> tuple[list[n
     """The frames the map was fitted on, at its input size (what it is calibrated and gated on), each one's annotated
     signs as an (n, 4) array of frame-pixel boxes, and frame pixels per map-input pixel across and down (one frame
     size: the fit refuses several)."""
-    import cv2
-
     out, signs = [], []
     ratio = (1.0, 1.0)
     for source in fit["sources"]:
@@ -90,7 +95,7 @@ def fitting_frames(fit: dict[str, Any], height: int, width: int) -> tuple[list[n
         for s in source["frames"]:
             if s in files:
                 frame = read_frame(files[s])
-                out.append(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA))
+                out.append(map_input(frame, width, height))
                 signs.append(np.array([a.box for a in gt.get(s, [])], np.float64).reshape(-1, 4))
                 ratio = (frame.shape[1] / width, frame.shape[0] / height)
     if not out:
@@ -98,8 +103,16 @@ def fitting_frames(fit: dict[str, Any], height: int, width: int) -> tuple[list[n
     return out, signs, ratio
 
 
-def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT) -> Path:
-    """Convert MAP/sign_map.keras to int8, gate it, write MAP/sign_map_int8.tflite and its sidecar; its path.
+def input_at(fitted: tuple[int, int], fit_scale: float, scale: float) -> tuple[int, int]:
+    """The map's input (height, width) at ``scale`` of the frame, given its input at the fit's: multiples of 8, which
+    the trunk's strides and concatenations need."""
+    height, width = (max(8, round(v * scale / fit_scale / 8) * 8) for v in fitted)
+    return height, width
+
+
+def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: float = EXPORT_SCALE) -> Path:
+    """Convert MAP/sign_map.keras to int8 with an input of ``scale`` times the frame's size, gate it, write
+    MAP/sign_map_int8.tflite and its sidecar; its path.
 
     Raises:
         ConfigError: no fitted map in ``folder``, or its fitting frames are gone.
@@ -111,7 +124,11 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT) -> Path:
     import keras
 
     model = keras.models.load_model(folder / "sign_map.keras", compile=False)
-    h, w = (int(v) for v in model.input_shape[1:3])
+    h, w = input_at((int(model.input_shape[1]), int(model.input_shape[2])), fit["scale"], scale)
+    if (h, w) != tuple(model.input_shape[1:3]):
+        resized = build_map_model(keras, h, w, fit.get("trunk", "standard"))
+        resized.set_weights(model.get_weights())
+        model = resized
     smalls, signs, ratio = fitting_frames(fit, h, w)
 
     def scaled(frames: Sequence[np.ndarray]) -> np.ndarray:  # only the frames used: all of them at once are ~1 GB
@@ -123,7 +140,8 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT) -> Path:
     tmp = dest.with_name(dest.name + ".check.tflite")
     tmp.write_bytes(data)
     decoding = {k: fit[k] for k in ("min_score", "top_k", "size_unit")}
-    gate_decoding = {**decoding, "stride": fit["stride"]}
+    side_scale = fit["scale"] / scale
+    gate_decoding = {**decoding, "stride": fit["stride"], "side_scale": side_scale}
     annotated = [i for i, s in enumerate(signs) if len(s)]
     try:
         backend = TFLiteBackend(tmp, threads=1)
@@ -141,10 +159,11 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT) -> Path:
     if agreement < min_agreement:
         raise BuildError(f"the int8 sign map finds {kept} of the {found} signs the float map finds on its fitting frames "
                          f"({agreement:.1%} < {min_agreement:.1%}); not written. Fit it longer or on more frames")
-    meta = {"format": MAP_FORMAT, "input": [h, w, 3], "colour": "bgr", **{k: fit[k] for k in ("scale", "stride")},
-            **decoding, "fitted_on": [{"gt_sha256": src["gt_sha256"], "frames": src["frames"]} for src in fit["sources"]],
+    meta = {"format": MAP_FORMAT, "input": [h, w, 3], "colour": "bgr", "scale": scale, "fit_scale": fit["scale"],
+            "stride": fit["stride"], **decoding,
+            "fitted_on": [{"gt_sha256": src["gt_sha256"], "frames": src["frames"]} for src in fit["sources"]],
             "steps": fit["steps"], "training_seconds": fit["training_seconds"], "params": int(model.count_params()),
-            "macs": fit.get("macs"), "int8_signs_kept": round(agreement, 4),
+            "macs": map_macs(model), "int8_signs_kept": round(agreement, 4),
             "gate": {"signs_found_by_float": found, "kept_by_int8": kept, "iou": MATCH_IOU, "min_agreement": min_agreement},
             "pasted": fit.get("pasted"), "model_sha256": hashlib.sha256(data).hexdigest()}
     write_bytes_atomic(dest, data)
@@ -159,9 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export.sign_map", formatter_class=HelpFormatter,
         description="Export a fitted sign map as int8 TFLite, gated against the float map.",
         epilog="examples:\n  python -m export.sign_map --map runs/quickstart/sign-map\n"
-               "  python -m export.sign_map --map runs/sign-map --min-agreement 0.95",
+               "  python -m export.sign_map --map runs/sign-map --scale 0.5 --min-agreement 0.95",
     )
     p.add_argument("--map", type=Path, required=True, help="the folder python -m train.frames.sign_map --out wrote")
+    p.add_argument("--scale", type=float, default=EXPORT_SCALE,
+                   help="the frame is resized to this share of its size for the map (fitted at 0.5; larger finds more "
+                        "small signs and costs its square in multiply-accumulates)")
     p.add_argument("--min-agreement", type=float, default=MIN_KEPT,
                    help="share of the fitting frames' signs found by the float map's boxes (IoU >= 0.5) that the "
                         "int8 map's boxes must find too")
@@ -174,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.min_agreement <= 1:
         parser.error(f"--min-agreement must be between 0 and 1, not {args.min_agreement}")
-    export_sign_map(args.map, min_agreement=args.min_agreement)
+    if not 0.1 <= args.scale <= 1:
+        parser.error(f"--scale must be between 0.1 and 1 (a share of the frame's size), not {args.scale}")
+    export_sign_map(args.map, min_agreement=args.min_agreement, scale=args.scale)
     return 0
 
 

@@ -15,7 +15,7 @@ from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
 from runtime.errors import BuildError, ConfigError
 from runtime.pipeline import FramePipeline, ProposalsAhead
-from runtime.sign_map import MAP_CUE, MAP_FILE, SignMap, decode
+from runtime.sign_map import MAP_CUE, MAP_FILE, SignMap, decode, map_input
 from tests import synth
 from train.frames import sign_map as fit
 
@@ -30,14 +30,29 @@ def test_decode_takes_local_maxima_above_the_score_with_their_sides():
     out[5, 10] = (0.04, 6.0)  # below min_score
     boxes, scores = decode(out, stride=4, min_score=0.05, top_k=10, sx=2.0, sy=2.0)
     np.testing.assert_allclose(scores, [0.9, 0.3])
-    cx, cy = (3 + 0.5) * 4 * 2, (2 + 0.5) * 4 * 2
+    # the centre between cells: the parabola through 0, 0.9, 0.5 across peaks 0.5 / (2 * 1.3) of a cell to the right
+    cx, cy = (3 + 0.5 + 0.5 / 2.6) * 4 * 2, (2 + 0.5) * 4 * 2
     np.testing.assert_allclose(boxes[0], [cx - 16, cy - 16, cx + 16, cy + 16])
+    assert (boxes[1][0] + boxes[1][2]) / 2 == (15 + 0.5) * 4 * 2  # an isolated peak: the cell's centre
     assert boxes[1][2] - boxes[1][0] == 16
     assert len(decode(out, 4, 0.05, 1, 1.0, 1.0)[0]) == 1  # top_k
     scaled = out.copy()
     scaled[..., 1] /= 8  # the side as the map learns it, log2 / size_unit
     np.testing.assert_allclose(decode(scaled, 4, 0.05, 10, 2.0, 2.0, size_unit=8)[0], boxes)
     assert decode(np.zeros((4, 4, 2), np.float32), 4, 0.05, 5, 1.0, 1.0)[0].shape == (0, 4)
+    # run at 1.25x the scale it was fitted at, a map sees a sign 1.25x larger than it is: its sides are read 0.8x
+    at = decode(out, stride=4, min_score=0.05, top_k=10, sx=2.0, sy=2.0, side_scale=0.8)[0]
+    np.testing.assert_allclose(at[:, 2] - at[:, 0], (boxes[:, 2] - boxes[:, 0]) * 0.8)
+    np.testing.assert_allclose(at[:, :2] + at[:, 2:], boxes[:, :2] + boxes[:, 2:])  # the same centres
+
+
+def test_a_frame_is_area_averaged_to_a_whole_fraction_of_it_and_bilinear_otherwise():
+    import cv2
+
+    frame = np.random.default_rng(0).integers(0, 256, (560, 640, 3), np.uint8)
+    np.testing.assert_array_equal(map_input(frame, 320, 280), cv2.resize(frame, (320, 280), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(map_input(frame, 400, 352), cv2.resize(frame, (400, 352), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(map_input(frame, 320, 140), cv2.resize(frame, (320, 140), interpolation=cv2.INTER_LINEAR))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +75,8 @@ def test_fitted_map_is_written_with_what_it_was_fitted_on(fitted, frames):
     meta = json.loads(text)
     assert meta["format"] == "signkit-signmap/1"
     assert meta["fitted_on"] == [{"gt_sha256": annotations_fingerprint(frames), "frames": ["00000", "00002"]}]
-    assert meta["input"] == [280, 320, 3] and meta["stride"] == fit.STRIDE and meta["params"] > 0 and meta["macs"] > 0
+    # fitted at half of the 640x560 frames, exported at EXPORT_SCALE (0.625): 350 x 400, rounded to multiples of 8
+    assert meta["input"] == [352, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5 and meta["stride"] == fit.STRIDE and meta["params"] > 0 and meta["macs"] > 0
     assert meta["size_unit"] == fit.SIZE_UNIT
     assert str(frames) not in text and str(fitted.parent) not in text  # no path of this machine travels with the map
     assert (fitted.parent / "sign_map.keras").is_file() and (fitted.parent / "fit.json").is_file()
@@ -144,6 +160,25 @@ def test_the_export_gate_refuses_and_writes_nothing(frames, tmp_path, capsys):
     assert export_map.main(["--map", str(tmp_path)]) == 1  # no fitted map there: one line naming the fit command
     err = capsys.readouterr().err
     assert "holds no fitted sign map" in err and "python -m train.frames.sign_map" in err and "Traceback" not in err
+
+
+def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sides_at_it(fitted, frames):
+    half = export_map.export_sign_map(fitted.parent, min_agreement=0.0, scale=0.5)  # the fit's own scale
+    meta = json.loads(half.with_name(half.name + ".json").read_text())
+    assert meta["input"] == [280, 320, 3] and meta["scale"] == meta["fit_scale"] == 0.5
+    m = SignMap(half)
+    assert m.side_scale == 1.0
+    frame = read_frame(frames / "00001.jpg")
+    half_boxes = [p.box for p in m.propose(frame)]
+    again = export_map.export_sign_map(fitted.parent, min_agreement=0.0)  # back to the default, as the fixture made it
+    larger = SignMap(again)
+    assert larger.side_scale == 0.8 and larger.macs > m.macs * 1.4  # 1.25^2 the pixels
+    assert again.read_bytes() == fitted.read_bytes()
+    assert [p.box for p in larger.propose(frame)] == [p.box for p in SignMap(fitted).propose(frame)]
+    assert half_boxes  # the half-scale map proposes too; its boxes are its own
+    with pytest.raises(SystemExit) as e:
+        export_map.main(["--map", str(fitted.parent), "--scale", "2"])
+    assert e.value.code == 2
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
