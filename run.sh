@@ -8,9 +8,15 @@
 #                                            # the parts go into one bundle (RUN/bundle) scored on all of GTSDB_DIR.
 #                                            # Without GTSDB_TRAIN_DIR: fitted on GTSDB_DIR's even frames, scored on the odd
 #   SIGN_MAP=0                               # with GTSDB_DIR: no learned "sign here" map beside the colour cues
+#   DISTILL=1 bash run.sh                    # the second recipe: a large teacher first (RUN/teacher, hours on a CPU),
+#                                            # then the default classifier learns from its outputs too (docs/results.md)
 # Extra arguments go to `python -m train` (e.g. --epochs 10).
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${DISTILL:-0}" = 1 ] && [ -n "${GTSDB_DIR:-}" ]; then
+  echo "run.sh: DISTILL=1 trains the default classifier; the frame pipeline's model is not distilled: leave out GTSDB_DIR" >&2
+  exit 2
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv || { echo "run.sh: cannot create .venv; install venv support (sudo apt install python3-venv) and retry" >&2; exit 1; }
@@ -28,14 +34,15 @@ fi
 RUN=${RUN_DIR:-runs/quickstart}
 # A training that stalls (TensorFlow can deadlock between two epochs) exits with status 75 after
 # --stall-minutes, its finished epochs checkpointed: resume it, twice at most.
-train_model() {
-  local rc=0 tries=0
-  $PYBIN -m train "$@" || rc=$?
+train_model() {  # OUT, then the training's other arguments
+  local out=$1 rc=0 tries=0
+  shift
+  $PYBIN -m train --out "$out" "$@" || rc=$?
   while [ "$rc" -eq 75 ] && [ "$tries" -lt 2 ]; do
     tries=$((tries + 1))
     rc=0
     echo "run.sh: the training stalled; resuming it from its last finished epoch ($tries of 2)" >&2
-    $PYBIN -m train --resume --out "$RUN" || rc=$?
+    $PYBIN -m train --resume --out "$out" || rc=$?
   done
   return "$rc"
 }
@@ -52,10 +59,15 @@ if [ -n "${GTSDB_DIR:-}" ]; then
   $PYBIN -m train.frames.negatives --frames "${FIT[@]}" --per-frame "$PER" --ranker "$RUN/proposal_ranker.json" \
     --out "$RUN/negatives" --quiet
   # the frame model is the default's size without CLAHE, with the background class (docs/decisions.md)
-  train_model --data "$DATA" --out "$RUN" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
+  train_model "$RUN" --data "$DATA" --background "$RUN/negatives" --zoom 0.2 --shift 0.1 \
     --arch edge-xs --contrast none "$@"
+elif [ "${DISTILL:-0}" = 1 ]; then
+  # the teacher: edge at widths 48/96/192 on 48-pixel crops, erasing and perspective for the look-alike pairs; it
+  # holds out the same tracks as the student (the same split), which the student's training checks
+  train_model "$RUN/teacher" --data "$DATA" --arch edge-l --img-size 48 --erase 0.25 --perspective 0.08 "$@"
+  train_model "$RUN" --data "$DATA" --teacher "$RUN/teacher" "$@"
 else
-  train_model --data "$DATA" --out "$RUN" "$@"
+  train_model "$RUN" --data "$DATA" "$@"
 fi
 $PYBIN -m bench.evaluate --run "$RUN" --data "$DATA" --split val test --skip-missing
 $PYBIN -m export.all --run "$RUN"

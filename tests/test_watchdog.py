@@ -96,7 +96,7 @@ def _run_sh_train_model(tmp_path: Path, stalls: int, final: int) -> tuple[int, l
                     f'n=$(wc -l < {tmp_path}/calls)\n'
                     f'if [ "$n" -le {stalls} ]; then exit 75; fi\nexit {final}\n')
     fake.chmod(0o755)
-    script = f"set -euo pipefail\nPYBIN={fake}\nRUN=runs/r\n{func}\ntrain_model --data d --out runs/r --epochs 3\n"
+    script = f"set -euo pipefail\nPYBIN={fake}\nRUN=runs/r\n{func}\ntrain_model runs/r --data d --epochs 3\n"
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     calls = (tmp_path / "calls").read_text().splitlines()
     return proc.returncode, calls
@@ -104,7 +104,7 @@ def _run_sh_train_model(tmp_path: Path, stalls: int, final: int) -> tuple[int, l
 
 def test_run_sh_resumes_a_stalled_training_twice_at_most(tmp_path):
     rc, calls = _run_sh_train_model(tmp_path, stalls=1, final=0)
-    assert rc == 0 and calls == ["-m train --data d --out runs/r --epochs 3", "-m train --resume --out runs/r"]
+    assert rc == 0 and calls == ["-m train --out runs/r --data d --epochs 3", "-m train --resume --out runs/r"]
     (tmp_path / "calls").unlink()
     rc, calls = _run_sh_train_model(tmp_path, stalls=9, final=0)
     assert rc == STALL_EXIT and len(calls) == 3
