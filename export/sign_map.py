@@ -41,10 +41,10 @@ CALIB_FRAMES = 40
 # kept 0.967-0.972 of their fitting frames' signs; one fitted half as long, 0.934 (docs/decisions.md).
 MIN_KEPT = 0.95
 MATCH_IOU = 0.5
-# The light map fitted at half scale and run at 0.625 proposed 0.798 / 0.785 of two held-out folds' signs in its 10 best
-# boxes against 0.764 / 0.738 at 0.5 (small signs 0.494 -> 0.608, 0.555 -> 0.652), for 146 M MACs a frame against 94 M;
-# at 0.6875 large signs fell (0.923 -> 0.837): docs/decisions.md.
-EXPORT_SCALE = 0.625
+# The fit's own scale. At 0.625 the light map's 10 best boxes found more of two held-out folds' signs (0.808 / 0.808
+# against 0.784 / 0.761) for 146 M MACs against 94 M, but a pi-profile frame took 12.2 ms against 7.8 on one x86 thread
+# and its boxes found fewer gtsdb signs (0.725 against 0.780): docs/decisions.md.
+EXPORT_SCALE = 0.5
 
 
 def signs_kept(ref: np.ndarray, out: np.ndarray, signs: np.ndarray, meta: dict[str, Any], sx: float = 1.0,
@@ -178,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export.sign_map", formatter_class=HelpFormatter,
         description="Export a fitted sign map as int8 TFLite, gated against the float map.",
         epilog="examples:\n  python -m export.sign_map --map runs/quickstart/sign-map\n"
-               "  python -m export.sign_map --map runs/sign-map --scale 0.5 --min-agreement 0.95",
+               "  python -m export.sign_map --map runs/sign-map --scale 0.625 --min-agreement 0.95",
     )
     p.add_argument("--map", type=Path, required=True, help="the folder python -m train.frames.sign_map --out wrote")
     p.add_argument("--scale", type=float, default=EXPORT_SCALE,
-                   help="the frame is resized to this share of its size for the map (fitted at 0.5; larger finds more "
-                        "small signs and costs its square in multiply-accumulates)")
+                   help="the frame is resized to this share of its size for the map (fitted at 0.5; 0.625 finds more "
+                        "small signs and costs the square of the ratio in multiply-accumulates)")
     p.add_argument("--min-agreement", type=float, default=MIN_KEPT,
                    help="share of the fitting frames' signs found by the float map's boxes (IoU >= 0.5) that the "
                         "int8 map's boxes must find too")

@@ -75,8 +75,7 @@ def test_fitted_map_is_written_with_what_it_was_fitted_on(fitted, frames):
     meta = json.loads(text)
     assert meta["format"] == "signkit-signmap/1"
     assert meta["fitted_on"] == [{"gt_sha256": annotations_fingerprint(frames), "frames": ["00000", "00002"]}]
-    # fitted at half of the 640x560 frames, exported at EXPORT_SCALE (0.625): 350 x 400, rounded to multiples of 8
-    assert meta["input"] == [352, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5 and meta["stride"] == fit.STRIDE and meta["params"] > 0 and meta["macs"] > 0
+    assert meta["input"] == [280, 320, 3] and meta["scale"] == meta["fit_scale"] == 0.5 and meta["stride"] == fit.STRIDE and meta["params"] > 0 and meta["macs"] > 0
     assert meta["size_unit"] == fit.SIZE_UNIT
     assert str(frames) not in text and str(fitted.parent) not in text  # no path of this machine travels with the map
     assert (fitted.parent / "sign_map.keras").is_file() and (fitted.parent / "fit.json").is_file()
@@ -163,19 +162,18 @@ def test_the_export_gate_refuses_and_writes_nothing(frames, tmp_path, capsys):
 
 
 def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sides_at_it(fitted, frames):
-    half = export_map.export_sign_map(fitted.parent, min_agreement=0.0, scale=0.5)  # the fit's own scale
-    meta = json.loads(half.with_name(half.name + ".json").read_text())
-    assert meta["input"] == [280, 320, 3] and meta["scale"] == meta["fit_scale"] == 0.5
-    m = SignMap(half)
-    assert m.side_scale == 1.0
+    half = SignMap(fitted)  # the fixture's: the fit's own scale
     frame = read_frame(frames / "00001.jpg")
-    half_boxes = [p.box for p in m.propose(frame)]
+    half_boxes = [p.box for p in half.propose(frame)]
+    larger = export_map.export_sign_map(fitted.parent, min_agreement=0.0, scale=0.625)
+    meta = json.loads(larger.with_name(larger.name + ".json").read_text())
+    # 0.625 of the 640x560 frames: 350 x 400, rounded to multiples of 8
+    assert meta["input"] == [352, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5
+    m = SignMap(larger)
+    assert m.side_scale == 0.8 and half.side_scale == 1.0 and m.macs > half.macs * 1.4  # 1.25^2 the pixels
+    assert all(0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560 for p in m.propose(frame))
     again = export_map.export_sign_map(fitted.parent, min_agreement=0.0)  # back to the default, as the fixture made it
-    larger = SignMap(again)
-    assert larger.side_scale == 0.8 and larger.macs > m.macs * 1.4  # 1.25^2 the pixels
-    assert again.read_bytes() == fitted.read_bytes()
-    assert [p.box for p in larger.propose(frame)] == [p.box for p in SignMap(fitted).propose(frame)]
-    assert half_boxes  # the half-scale map proposes too; its boxes are its own
+    assert again.read_bytes() == fitted.read_bytes() and [p.box for p in SignMap(again).propose(frame)] == half_boxes
     with pytest.raises(SystemExit) as e:
         export_map.main(["--map", str(fitted.parent), "--scale", "2"])
     assert e.value.code == 2
