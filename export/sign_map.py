@@ -42,7 +42,7 @@ CALIB_FRAMES = 40
 MIN_KEPT = 0.95
 MATCH_IOU = 0.5
 # The fit's own scale. At 0.625 the light map's 10 best boxes found more of two held-out folds' signs (0.808 / 0.808
-# against 0.784 / 0.761) for 146 M MACs against 94 M, but a pi-profile frame took 12.2 ms against 7.8 on one x86 thread
+# against 0.784 / 0.761) for 146 M MACs against 94 M, but a pi-profile frame took 13.5 ms against 9.3 on one x86 thread
 # and its boxes found fewer gtsdb signs (0.725 against 0.780): docs/decisions.md.
 EXPORT_SCALE = 0.5
 
