@@ -41,10 +41,10 @@ CALIB_FRAMES = 40
 # kept 0.967-0.972 of their fitting frames' signs; one fitted half as long, 0.934 (docs/decisions.md).
 MIN_KEPT = 0.95
 MATCH_IOU = 0.5
-# The fit's own scale. At 0.625 the light map's 10 best boxes found more of two held-out folds' signs (0.808 / 0.808
-# against 0.784 / 0.761) for 146 M MACs against 94 M, but a pi-profile frame took 13.5 ms against 9.3 on one x86 thread
-# and its boxes found fewer gtsdb signs (0.725 against 0.780): docs/decisions.md.
-EXPORT_SCALE = 0.5
+# By default a map runs at the scale it was fitted at. Fitted at 0.5 and exported at 0.625, the light map's 10 best boxes
+# found more of two held-out folds' signs (0.808 / 0.808 against 0.784 / 0.761) for 146 M MACs against 94 M, but a
+# pi-profile frame took 13.5 ms against 9.3 on one x86 thread and its boxes found fewer gtsdb signs (0.725 against
+# 0.780): docs/decisions.md.
 
 
 def signs_kept(ref: np.ndarray, out: np.ndarray, signs: np.ndarray, meta: dict[str, Any], sx: float = 1.0,
@@ -110,9 +110,9 @@ def input_at(fitted: tuple[int, int], fit_scale: float, scale: float) -> tuple[i
     return height, width
 
 
-def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: float = EXPORT_SCALE) -> Path:
-    """Convert MAP/sign_map.keras to int8 with an input of ``scale`` times the frame's size, gate it, write
-    MAP/sign_map_int8.tflite and its sidecar; its path.
+def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: float | None = None) -> Path:
+    """Convert MAP/sign_map.keras to int8 with an input of ``scale`` times the frame's size (None: the scale it was
+    fitted at), gate it, write MAP/sign_map_int8.tflite and its sidecar; its path.
 
     Raises:
         ConfigError: no fitted map in ``folder``, or its fitting frames are gone.
@@ -123,6 +123,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     gpu_available("tensorflow")  # starts TensorFlow without its CUDA notes on a machine without a GPU
     import keras
 
+    scale = fit["scale"] if scale is None else scale
     model = keras.models.load_model(folder / "sign_map.keras", compile=False)
     h, w = input_at((int(model.input_shape[1]), int(model.input_shape[2])), fit["scale"], scale)
     if (h, w) != tuple(model.input_shape[1:3]):
@@ -181,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m export.sign_map --map runs/sign-map --scale 0.625 --min-agreement 0.95",
     )
     p.add_argument("--map", type=Path, required=True, help="the folder python -m train.frames.sign_map --out wrote")
-    p.add_argument("--scale", type=float, default=EXPORT_SCALE,
-                   help="the frame is resized to this share of its size for the map (fitted at 0.5; 0.625 finds more "
-                        "small signs and costs the square of the ratio in multiply-accumulates)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="the frame is resized to this share of its size for the map (default: the scale it was fitted "
+                        "at, 0.5; 0.625 finds more small signs and costs the square of the ratio in multiply-accumulates)")
     p.add_argument("--min-agreement", type=float, default=MIN_KEPT,
                    help="share of the fitting frames' signs found by the float map's boxes (IoU >= 0.5) that the "
                         "int8 map's boxes must find too")
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.min_agreement <= 1:
         parser.error(f"--min-agreement must be between 0 and 1, not {args.min_agreement}")
-    if not 0.1 <= args.scale <= 1:
+    if args.scale is not None and not 0.1 <= args.scale <= 1:
         parser.error(f"--scale must be between 0.1 and 1 (a share of the frame's size), not {args.scale}")
     export_sign_map(args.map, min_agreement=args.min_agreement, scale=args.scale)
     return 0

@@ -10,9 +10,9 @@ channels share one int8 output scale). Trained on random crops of the frames (mo
 a sign), zoomed, mirrored, with brightness and contrast jitter; with ``--paste``, signs of a sign
 dataset (GTSRB) are pasted into sign-free places of the crops too, and marked in the targets.
 
-Writes OUT/sign_map.keras, OUT/sign_map_int8.tflite and its sidecar (the input size, stride, score
-threshold and the frames it was fitted on, so ``bench.gtsdb`` will not score it on them), after a
-gate: on the fitting frames, the int8 map's boxes must find the signs the float map's boxes find.
+Writes OUT/sign_map.keras and OUT/fit.json (the scale, stride, score threshold and the frames it was
+fitted on, so ``bench.gtsdb`` will not score it on them); ``python -m export.sign_map`` writes its int8
+build after a gate: on the fitting frames, the int8 map's boxes must find the signs the float map's boxes find.
 """
 
 from __future__ import annotations
