@@ -87,8 +87,8 @@ def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float
 
 
 def map_input(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The frame resized to a map's input: area-averaged where the frame is a whole multiple of it (OpenCV's fast path,
-    and how the fit shrinks frames), bilinear otherwise. (Area-averaging 1360x800 to 848x496 takes 6.8 ms a frame
+    """The frame resized to a map's input (the fit shrinks its frames with it too): area-averaged where the frame is a
+    whole multiple of it (OpenCV's fast path), bilinear otherwise. (Area-averaging 1360x800 to 848x496 takes 6.8 ms a frame
     against 0.7 bilinear; the map's 10 best boxes found 233 / 368 held-out signs with it, 233 / 370 without.)"""
     fh, fw = frame_bgr.shape[:2]
     whole = fh % height == 0 and fw % width == 0 and fh // height == fw // width

@@ -179,6 +179,24 @@ def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sid
     assert e.value.code == 2
 
 
+def test_a_map_fitted_at_another_scale_sees_the_frame_at_it_and_exports_at_it_by_default(frames, tmp_path):
+    assert fit.map_size((800, 1360), 0.5) == (400, 680) and fit.map_size((800, 1360), 0.62) == (496, 840)
+    out = tmp_path / "run"
+    fit.fit_sign_map([frames], out, subset="even", steps=2, crop=128, progress=False, scale=0.75)
+    assert json.loads((out / "fit.json").read_text())["scale"] == 0.75
+    built = export_map.export_sign_map(out, min_agreement=0.0)
+    meta = json.loads(built.with_name(built.name + ".json").read_text())
+    # 0.75 of the 640x560 frames: 420 x 480, down to multiples of 8
+    assert meta["input"] == [416, 480, 3] and meta["scale"] == meta["fit_scale"] == 0.75
+    m = SignMap(built)
+    assert m.side_scale == 1.0
+    assert all(0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560
+               for p in m.propose(read_frame(frames / "00001.jpg")))
+    with pytest.raises(SystemExit) as e:
+        fit.main(["--frames", str(frames), "--out", str(tmp_path / "o"), "--scale", "0.1"])
+    assert e.value.code == 2
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     small = synth.write_gtsdb(tmp_path / "small", frames=2)  # 480x320: too small for 256-pixel crops at half size
     assert fit.main(["--frames", str(small), "--out", str(tmp_path / "o"), "--quiet"]) == 1
@@ -290,17 +308,18 @@ def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
     assert far.max() < fit.PASTE_SIDES[1]  # pixels change only around what was pasted
 
 
-def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored():
+@pytest.mark.parametrize("scale", [0.5, 0.625])
+def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored(scale):
     from runtime.annotations import Annotation
 
     small = np.zeros((96, 128, 3), np.uint8)
-    small[30:50, 70:90] = 255  # a 20-pixel sign on the half-size frame; its annotation is in frame pixels
+    small[30:50, 70:90] = 255  # a 20-pixel sign on the frame at ``scale``; its annotation is in frame pixels
     small[30:50, 80:90, 0] = 0  # its right half another colour: mirrored crops show it on the left
-    signs = [[Annotation((140, 60, 180, 100), 3)]]
+    signs = [[Annotation(tuple(round(v / scale) for v in (70, 30, 90, 50)), 3)]]
     rng = np.random.default_rng(0)
     sides, mirrored = [], 0
     for _ in range(40):
-        xs, ys = fit._crops(rng, [small], signs, 64, 1, zoom=0.3, flip=True)
+        xs, ys = fit._crops(rng, [small], signs, 64, 1, zoom=0.3, flip=True, scale=scale)
         patch, t = xs[0].mean(axis=2), ys[0]
         if t[..., 2].sum() == 0:
             continue  # the sign's centre fell outside this crop
@@ -310,7 +329,7 @@ def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored():
         if min(rows.min(), cols.min()) == 0 or max(rows.max(), cols.max()) == 63:
             continue  # cut by the crop's edge
         assert abs(cols.mean() / fit.STRIDE - cx - 0.5) <= 1 and abs(rows.mean() / fit.STRIDE - cy - 0.5) <= 1
-        side = 2 ** (t[cy, cx, 1] * fit.SIZE_UNIT) * fit.SCALE  # in half-size pixels, as the crop shows it
+        side = 2 ** (t[cy, cx, 1] * fit.SIZE_UNIT) * scale  # learned in frame pixels; in the crop's, as it shows it
         assert abs(side - (cols.max() - cols.min() + 1)) <= 2.5
         sides.append(side)
         blue = xs[0][..., 0]

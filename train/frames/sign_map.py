@@ -2,7 +2,7 @@
 
     python -m train.frames.sign_map --frames data/GTSDB/gtsdb-train --out runs/sign-map
 
-A tiny fully-convolutional net over the half-size frame (runtime.sign_map runs it): a stride-4 trunk,
+A tiny fully-convolutional net over the frame shrunk to ``--scale`` (half size by default; runtime.sign_map runs it): a stride-4 trunk,
 a stride-8 context branch with dilated convolutions, and two 1x1 heads at stride 4, a sigmoid heat
 map of sign centres (focal loss against a Gaussian at each annotated centre, sigma a quarter of the
 sign) and log2 of the sign's side in frame pixels at the centres (L1; divided by 8, so that both
@@ -31,17 +31,19 @@ from runtime.annotations import Annotation, annotations_fingerprint, frame_files
 from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
+from runtime.sign_map import map_input
 from train.data.dataset import load_dataset
 from train.device import gpu_available, select_backend
 
-SCALE = 0.5  # the map sees the frame at half size, like the colour cues
+SCALE = 0.5  # the map sees the frame at half size by default, like the colour cues (--scale: docs/decisions.md)
+SCALES = (0.25, 1.0)  # --scale's range: a quarter-size frame leaves GTSDB's smallest signs 4 pixels wide
 STRIDE = 4
 MIN_SCORE = 0.05
 FIT_FORMAT = "signkit-signmap-fit/1"
 STEPS = 5000  # 2500 proposed 3 fewer of 187 held-out signs
 TOP_K = 15  # boxes a frame at most: 20 proposed no more held-out signs
 SIZE_UNIT = 8.0  # the size head learns log2(side) / 8: the same 0..1-ish range as the heat, one int8 output scale
-PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the half-size frame: 16-128 frame pixels, GTSDB's range
+PASTE_SIDES = (8.0, 64.0)  # pasted signs' sides on the map's input: 16-128 frame pixels at half size, GTSDB's range
 PASTE_MARGIN = 0.1  # around the sign in a pasted crop (GTSRB keeps about this much)
 PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from it
 # Training crops cut at 1 - ZOOM to 1 / (1 - ZOOM) of the frame's scale, half of them mirrored: the 10 best boxes
@@ -90,10 +92,11 @@ def build_map_model(keras: Any, height: int | None = None, width: int | None = N
     return keras.Model(inp, layers.Concatenate(name="map")([heat, size]), name="sign_map")
 
 
-def mark_sign(t: np.ndarray, cx: float, cy: float, side: float) -> None:
-    """Add one sign to a target (the cells of a half-size frame at STRIDE) in place: its Gaussian, and its side.
+def mark_sign(t: np.ndarray, cx: float, cy: float, side: float, scale: float = SCALE) -> None:
+    """Add one sign to a target (the cells of the map's input at STRIDE) in place: its Gaussian, and its side.
 
-    ``cx``, ``cy`` and ``side`` are in half-size frame pixels."""
+    ``cx``, ``cy`` and ``side`` are in pixels of the map's input, the frame at ``scale`` (the side is learned in
+    frame pixels)."""
     gh, gw = t.shape[:2]
     cx, cy, cells = cx / STRIDE, cy / STRIDE, side / STRIDE
     yy, xx = np.mgrid[0:gh, 0:gw]
@@ -101,7 +104,7 @@ def mark_sign(t: np.ndarray, cx: float, cy: float, side: float) -> None:
     t[..., 0] = np.maximum(t[..., 0], np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)))
     ix, iy = int(cx), int(cy)
     if 0 <= iy < gh and 0 <= ix < gw:
-        t[iy, ix] = (1.0, np.log2(side / SCALE) / SIZE_UNIT, 1.0)
+        t[iy, ix] = (1.0, np.log2(side / scale) / SIZE_UNIT, 1.0)
 
 
 PASTE_SAMPLING = ("images", "classes")
@@ -137,9 +140,10 @@ def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SI
                   "sampling": sampling}
 
 
-def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: np.ndarray, count: int) -> int:
-    """Paste ``count`` signs of ``pool`` into sign-free places of ``img`` (a half-size frame crop, BGR uint8, changed
-    in place) and mark them in its target ``t``; how many found a place.
+def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: np.ndarray, count: int,
+                scale: float = SCALE) -> int:
+    """Paste ``count`` signs of ``pool`` into sign-free places of ``img`` (a crop of the map's input, the frame at
+    ``scale``; BGR uint8, changed in place) and mark them in its target ``t``; how many found a place.
 
     Each sign gets a side drawn log-uniformly from PASTE_SIDES, a brightness pulled halfway toward the place's, and
     soft elliptical edges, so that the map learns the sign and not the pasted square's border."""
@@ -166,7 +170,7 @@ def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: 
         cv2.ellipse(disc, (c, c), (r, r), 0, 0, 360, 1.0, -1)
         alpha = cv2.GaussianBlur(disc, (0, 0), max(full / 24, 0.5))[..., None]
         img[y0:y0 + full, x0:x0 + full] = np.clip(alpha * patch * gain + (1 - alpha) * region, 0, 255).astype(np.uint8)
-        mark_sign(t, x0 + full / 2, y0 + full / 2, side)
+        mark_sign(t, x0 + full / 2, y0 + full / 2, side, scale)
         done += 1
     return done
 
@@ -184,8 +188,8 @@ def map_loss(y: Any, p: Any) -> Any:
 
 def _crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[Annotation]], crop: int, n: int,
            pool: np.ndarray | None = None, paste_rate: float = 0.0, zoom: float = 0.0,
-           flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of training crops of the half-size frames and their targets.
+           flip: bool = False, scale: float = SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of training crops of the frames at ``scale`` (``smalls``) and their targets.
 
     ``zoom``: each crop is cut at a scale drawn log-uniformly from 1 - zoom to 1 / (1 - zoom) of the frame's (its
     signs' sides scaled alike); ``flip``: half of the crops mirrored left to right (a mirrored sign is still a sign
@@ -203,7 +207,7 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[
         margin = max(1, round(16 / z))
         if signs[k] and rng.random() < 0.6:  # around a sign
             a = signs[k][int(rng.integers(len(signs[k])))]
-            cx, cy = (a.box[0] + a.box[2]) / 2 * SCALE, (a.box[1] + a.box[3]) / 2 * SCALE
+            cx, cy = (a.box[0] + a.box[2]) / 2 * scale, (a.box[1] + a.box[3]) / 2 * scale
             left, top = cx - float(rng.integers(margin, win - margin)), cy - float(rng.integers(margin, win - margin))
         else:
             left, top = float(rng.integers(0, w - win + 1)), float(rng.integers(0, h - win + 1))
@@ -215,11 +219,11 @@ def _crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[
             patch = np.ascontiguousarray(patch[:, ::-1])
         target = np.zeros((crop // STRIDE, crop // STRIDE, 3), np.float32)
         for a in signs[k]:
-            x1, y1, x2, y2 = (v * SCALE for v in a.box)
+            x1, y1, x2, y2 = (v * scale for v in a.box)
             cx, cy = ((x1 + x2) / 2 - x0) * z, ((y1 + y2) / 2 - y0) * z
-            mark_sign(target, crop - cx if mirrored else cx, cy, max(x2 - x1, y2 - y1) * z)
+            mark_sign(target, crop - cx if mirrored else cx, cy, max(x2 - x1, y2 - y1) * z, scale)
         if pool is not None and paste_rate > 0:
-            paste_signs(rng, patch, target, pool, int(rng.poisson(paste_rate)))
+            paste_signs(rng, patch, target, pool, int(rng.poisson(paste_rate)), scale)
         x = patch.astype(np.float32) / 255.0
         xs.append(np.clip(x * rng.uniform(0.6, 1.4) + rng.uniform(-0.1, 0.1), 0, 1))
         ys.append(target)
@@ -247,13 +251,14 @@ def read_frame_sets(folders: Sequence[Path], subset: str) -> tuple[list[np.ndarr
 def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16,
                  crop: int = 256, seed: int = 0, paste: Path | None = None, paste_rate: float = 1.0,
                  paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True,
-                 trunk: str = "standard", zoom: float = ZOOM, flip: bool = FLIP) -> Path:
+                 trunk: str = "standard", zoom: float = ZOOM, flip: bool = FLIP, scale: float = SCALE) -> Path:
     """Fit the map on the chosen frames of ``frames_dirs``; write OUT/sign_map.keras and OUT/fit.json (what
     ``python -m export.sign_map`` turns into the int8 build); the folder.
 
     ``paste``: a sign dataset (any layout ``train.data`` reads) whose crops are pasted into the training crops,
     ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images, picked by
-    ``paste_sampling`` (:func:`pool_indices`); ``zoom`` and ``flip`` as :func:`_crops` says.
+    ``paste_sampling`` (:func:`pool_indices`); ``zoom`` and ``flip`` as :func:`_crops` says. ``scale``: the frame's
+    size the map sees (its input: :func:`map_size`); the frames shrink as the runtime shrinks them.
 
     Raises:
         ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
@@ -265,13 +270,11 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     if len(sizes) > 1:
         raise ConfigError(f"{', '.join(map(str, frames_dirs))}: frames of {len(sizes)} different sizes; the map is fitted at "
                           f"one frame size")
-    import cv2
-
-    h, w = (int(v * SCALE) // STRIDE * STRIDE for v in frames[0].shape[:2])
+    h, w = map_size(frames[0].shape[:2], scale)
     if min(h, w) < crop:
         raise ConfigError(f"frames of {frames[0].shape[1]}x{frames[0].shape[0]} are too small for the map's {crop}-pixel "
-                          f"training crops at half size")
-    smalls = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+                          f"training crops at --scale {scale}; give a larger scale or larger frames")
+    smalls = [map_input(f, w, h) for f in frames]
     del frames
     ensure_writable_dir(out)
     pool, pasted = None, None
@@ -292,7 +295,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     for step in range(steps):
         if step == int(steps * 0.7):
             model.optimizer.learning_rate.assign(5e-4)
-        loss = float(model.train_on_batch(*_crops(rng, smalls, signs, crop, batch, pool, paste_rate, zoom, flip)))
+        loss = float(model.train_on_batch(*_crops(rng, smalls, signs, crop, batch, pool, paste_rate, zoom, flip, scale)))
         if step % every == 0 or step == steps - 1:
             print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr,
                   flush=True)
@@ -300,7 +303,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     fixed.set_weights(model.get_weights())
     with atomic_path(out / "sign_map.keras") as tmp:
         fixed.save(tmp)
-    fit: dict[str, Any] = {"format": FIT_FORMAT, "sources": sources, "scale": SCALE, "stride": STRIDE, "min_score": MIN_SCORE,
+    fit: dict[str, Any] = {"format": FIT_FORMAT, "sources": sources, "scale": scale, "stride": STRIDE, "min_score": MIN_SCORE,
            "top_k": TOP_K, "size_unit": SIZE_UNIT, "trunk": trunk, "steps": steps, "seed": seed, "training_seconds": round(time.time() - t0, 1),
            "params": int(fixed.count_params()), "macs": map_macs(fixed), "pasted": pasted,
            "augment": {"zoom": zoom, "flip": flip}}
@@ -308,6 +311,13 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     print(f"sign map fitted on {sum(len(s['frames']) for s in sources)} frames ({fit['params']:,} params, "
           f"{fit['macs'] / 1e6:.0f} M MACs a frame) -> {out}; export it with `python -m export.sign_map --map {out}`")
     return out
+
+
+def map_size(frame_hw: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """The map's input (height, width) for frames of ``frame_hw`` at ``scale``: multiples of 8, which the trunk's
+    stride-8 branch and its concatenation need (680x400 of 1360x800 at 0.5, 840x496 at 0.62)."""
+    height, width = (max(8, int(v * scale) // (2 * STRIDE) * 2 * STRIDE) for v in frame_hw[:2])
+    return height, width
 
 
 def map_macs(model: Any) -> int:
@@ -346,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "sizes; 0: the frame's scale only)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=FLIP,
                    help="mirror half of the training crops left to right")
+    p.add_argument("--scale", type=float, default=SCALE,
+                   help="the frame's size the map sees, as a fraction: 0.5 is 680x400 of a 1360x800 frame; larger finds "
+                        "more small signs for MACs growing with its square (python -m export.sign_map can export it at "
+                        "another scale too)")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
@@ -361,11 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--paste-rate must be above 0 and at most 8 (to paste nothing, leave out --paste)")
     if not 0 <= args.zoom < 0.5:
         parser.error("--zoom must be at least 0 and below 0.5 (0: the frame's scale only)")
+    if not SCALES[0] <= args.scale <= SCALES[1]:
+        parser.error(f"--scale must be between {SCALES[0]} and {SCALES[1]} (a fraction of the frame's size, 0.5: half)")
     if args.paste_sampling is not None and args.paste is None:
         parser.error("--paste-sampling chooses which signs --paste pastes; give --paste SIGNS too, or leave it out")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
                  paste_rate=args.paste_rate, paste_sampling=args.paste_sampling or "images", progress=not args.quiet,
-                 trunk=args.trunk, zoom=args.zoom, flip=args.flip)
+                 trunk=args.trunk, zoom=args.zoom, flip=args.flip, scale=args.scale)
     return 0
 
 
