@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mirror half of the training crops left to right")
     p.add_argument("--scale", type=float, default=SCALE,
                    help="the frame's size the map sees, as a fraction: 0.5 is 680x400 of a 1360x800 frame; larger finds "
-                        "more small signs for MACs growing with its square (python -m export.sign_map can export it at "
-                        "another scale too)")
+                        "more small signs and fewer large ones, for MACs growing with its square (docs/decisions.md; "
+                        "python -m export.sign_map can export it at another scale too)")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
