@@ -117,6 +117,8 @@ def frame_fates(stem: str, frame: np.ndarray, truth: list[Annotation], cfg: Prop
 
     With ``pipe``, the frame's false detections are appended to ``false`` if given."""
     learned = [p.box for p in sign_map.propose(frame)] if sign_map is not None else []
+    if sign_map is not None and sign_map.band is not None:  # its band's boxes too, as the pipeline reads them
+        learned += [p.box for p in sign_map.band.propose(frame)]
     cand = _best(truth, [*(tuple(b) for b in candidates(frame, cfg).boxes), *learned])
     if pipe is None:
         proposed = _best(truth, [p.box for p in propose(frame, cfg, ranker)] + learned)

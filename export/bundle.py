@@ -4,10 +4,10 @@
     python -m export.bundle --run runs/frames --build tflite-int8 --profile pi --out /media/usb/signs
 
 The bundle (``runtime.bundle``) holds the classifier build and its sidecar, the proposal ranking the run was fitted
-with (RUN/proposal_ranker.json, else ``--ranker``, else the runtime's own) and the sign map with its sidecar, and a
-``bundle.json`` naming each part's SHA-256 and the profile it is meant to run at. The copied metadata is stripped of
-the paths of this machine (the float model's place); the fitting frames stay named by their gt.txt checksum, so
-``bench.gtsdb`` still leaves them out wherever the bundle goes.
+with (RUN/proposal_ranker.json, else ``--ranker``, else the runtime's own) and the sign map with its sidecar (and its
+band's), and a ``bundle.json`` naming each part's SHA-256 and the profile it is meant to run at. The copied metadata is
+stripped of the paths of this machine (the float model's place); the fitting frames stay named by their gt.txt
+checksum, so ``bench.gtsdb`` still leaves them out wherever the bundle goes.
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ def make_bundle(run: Path, out: Path, *, build: str = "tflite-int8", sign_map: P
         raise ConfigError(f"{run} has no {build} build ({model.name}); export it with `python -m export.all --run {run}`")
     ranker = ranker or (run / "proposal_ranker.json" if (run / "proposal_ranker.json").is_file() else RANKER_FILE)
     Ranker.load(ranker)  # refuse a broken ranker now, not on the Pi
-    if sign_map is not None:
-        SignMap(sign_map)
+    band = SignMap(sign_map).band if sign_map is not None else None
     out = Path(out)
     with locked_work_folder(out.parent if str(out.parent) else Path("."), "export.bundle") as work:
         stage = work / out.name
@@ -61,6 +60,10 @@ def make_bundle(run: Path, out: Path, *, build: str = "tflite-int8", sign_map: P
             shutil.copy2(sign_map, stage / sign_map.name)
             shutil.copy2(sidecar_of(sign_map), stage / sidecar_of(sign_map).name)
             parts["sign_map"] = sign_map.name
+            if band is not None:  # the map's sidecar names it: it travels beside the map
+                shutil.copy2(band.path, stage / band.path.name)
+                shutil.copy2(sidecar_of(band.path), stage / sidecar_of(band.path).name)
+                parts["sign_map_band"] = band.path.name
         manifest = {"format": BUNDLE_FORMAT, "profile": profile, "build": build,
                     "parts": {name: {"file": f, "sha256": file_sha256(stage / f)} for name, f in parts.items()},
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

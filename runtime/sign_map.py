@@ -7,6 +7,11 @@ frame, with the sign's side (log2 in frame pixels, divided by ``size_unit``) at 
 ``min_score`` become proposals of cue ``"map"``, beside the colour cues' (a few a frame: the
 classifier and its background class decide what they are). Runs on TFLite, like a build; its
 sidecar records everything else (input size, scale, stride, the frames it was fitted on).
+
+A map may carry a **band**: the same network at a larger scale over the rows and columns of the frame where
+the fitting frames' small signs were (near the horizon, right of the road), a build of its own that the map's
+sidecar names by file and SHA-256. Its proposals have cue ``"band"``; ``runtime.pipeline.Budget.band_boxes``
+says how many a frame reads.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from runtime.proposals import Proposal
 MAP_FORMAT = "signkit-signmap/1"
 MAP_FILE = "sign_map_int8.tflite"
 MAP_CUE = "map"
+BAND_CUE = "band"
+BAND_FILE = "sign_map_band_int8.tflite"
 MAP_KEYS = ("input", "stride", "min_score", "top_k", "size_unit")
 
 
@@ -86,6 +93,12 @@ def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float
     return boxes, scores
 
 
+def region_pixels(region: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    """A region given as fractions of the frame (x1, y1, x2, y2), in pixels of an ``height`` x ``width`` frame."""
+    x1, y1, x2, y2 = (round(f * n) for f, n in zip(region, (width, height, width, height)))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
 def map_input(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
     """The frame resized to a map's input (the fit shrinks its frames with it too): area-averaged where the frame is a
     whole multiple of it (OpenCV's fast path), bilinear otherwise. (Area-averaging 1360x800 to 848x496 takes 6.8 ms a frame
@@ -109,10 +122,27 @@ class SignMap:
         # exported at another frame scale than it was fitted at (export.sign_map --scale): its sides are read at that
         self.side_scale = float(self.meta.get("fit_scale", self.meta["scale"])) / float(self.meta["scale"])
         self.macs = int(self.meta.get("macs") or 0)  # one frame through the map (0: exported before it was recorded)
+        # a band's map sees only this part of the frame (fractions x1, y1, x2, y2); None: the whole frame
+        self.region: tuple[float, float, float, float] | None = (
+            tuple(float(v) for v in self.meta["region"]) if self.meta.get("region") else None)  # type: ignore[assignment]
+        self.cue = BAND_CUE if self.region is not None else MAP_CUE
         self.backend = TFLiteBackend(self.path, threads)
         if self.backend.input_shape != (self.height, self.width, 3):
             raise BuildError(f"{self.path}: sidecar says input {self.height}x{self.width}x3 but the model takes "
                              f"{self.backend.input_shape}; fit the map again")
+        self.band: SignMap | None = None  # the same map at a larger scale over the small signs' band
+        band = self.meta.get("band")
+        if band:
+            band_path = self.path.with_name(band["file"])
+            if not band_path.is_file():
+                raise BuildError(f"{self.path}: its band {band_path.name} is missing; copy it beside the map or export "
+                                 f"the map again with `python -m export.sign_map`")
+            if file_sha256(band_path) != band["sha256"]:
+                raise BuildError(f"{band_path} is not the band {sidecar_of(self.path).name} names (SHA-256 differs); export the "
+                                 f"map again with `python -m export.sign_map`")
+            self.band = SignMap(band_path, threads)
+            if self.band.region is None:
+                raise BuildError(f"{band_path}: its sidecar names no region of the frame; export the map again")
 
     @property
     def fitted_on(self) -> list[dict[str, Any]]:
@@ -126,17 +156,24 @@ class SignMap:
         ``top_k`` (None: its own cap).
 
         ``small``: the frame already resized to the map's input as ``map_input`` would (the colour cues' half-size
-        frame, when it has that size), so it is not resized twice."""
+        frame, when it has that size), so it is not resized twice. A band's map crops its region of the frame first."""
         h, w = frame_bgr.shape[:2]
-        if small is None or small.shape[:2] != (self.height, self.width):
-            small = map_input(frame_bgr, self.width, self.height)
+        ox = oy = 0
+        if self.region is not None:
+            ox, oy, x2, y2 = region_pixels(self.region, h, w)
+            small = map_input(frame_bgr[oy:y2, ox:x2], self.width, self.height)
+            sx, sy = (x2 - ox) / self.width, (y2 - oy) / self.height
+        else:
+            if small is None or small.shape[:2] != (self.height, self.width):
+                small = map_input(frame_bgr, self.width, self.height)
+            sx, sy = w / self.width, h / self.height
         x = small[None].astype(np.float32) * np.float32(1 / 255)
         out = self.backend.run(x)[0]
-        boxes, scores = decode(out, self.stride, self.min_score, self.top_k if top_k is None else top_k, w / self.width,
-                               h / self.height, self.size_unit, self.side_scale)
+        boxes, scores = decode(out, self.stride, self.min_score, self.top_k if top_k is None else top_k, sx, sy,
+                               self.size_unit, self.side_scale)
         props = []
-        for (x1, y1, x2, y2), s in zip(boxes, scores):
+        for (x1, y1, x2, y2), s in zip(boxes + (ox, oy, ox, oy), scores):
             box = (max(0, int(np.floor(x1))), max(0, int(np.floor(y1))), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
             if box[2] > box[0] and box[3] > box[1]:
-                props.append(Proposal(box, MAP_CUE, float(s)))
+                props.append(Proposal(box, self.cue, float(s)))
         return props

@@ -167,8 +167,8 @@ def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sid
     half_boxes = [p.box for p in half.propose(frame)]
     larger = export_map.export_sign_map(fitted.parent, min_agreement=0.0, scale=0.625)
     meta = json.loads(larger.with_name(larger.name + ".json").read_text())
-    # 0.625 of the 640x560 frames: 350 x 400, rounded to multiples of 8
-    assert meta["input"] == [352, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5
+    # 0.625 of the 640x560 frames: 350 x 400, down to multiples of 8 as the fit sizes its input
+    assert meta["input"] == [344, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5
     m = SignMap(larger)
     assert m.side_scale == 0.8 and half.side_scale == 1.0 and m.macs > half.macs * 1.4  # 1.25^2 the pixels
     assert all(0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560 for p in m.propose(frame))
@@ -176,6 +176,9 @@ def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sid
     assert again.read_bytes() == fitted.read_bytes() and [p.box for p in SignMap(again).propose(frame)] == half_boxes
     with pytest.raises(SystemExit) as e:
         export_map.main(["--map", str(fitted.parent), "--scale", "2"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        export_map.main(["--map", str(fitted.parent), "--band-scale", "0.1"])
     assert e.value.code == 2
 
 
@@ -390,22 +393,114 @@ def test_a_budget_reads_the_maps_boxes_and_the_best_colour_proposals_not_on_them
     assert [r.box for r in alone.rois] == [r.box for r in mapped[:3]] and alone.cost.colour_pixels == 0  # no colour stage
 
 
+def test_the_band_is_where_the_small_signs_are():
+    rng = np.random.default_rng(0)
+    centres = np.column_stack([rng.uniform(300, 1000, 100), rng.uniform(400, 500, 100)])
+    small = np.column_stack([centres - 10, centres + 10])  # 20-pixel signs
+    large = np.array([[0.0, 0.0, 100.0, 100.0], [1200.0, 700.0, 1300.0, 790.0]])  # far from the band: not counted
+    band = export_map.fit_band([small[:50], large, small[50:]], (800, 1360))
+    assert band is not None
+    x1, y1, x2, y2 = (v * n for v, n in zip(band, (1360, 800, 1360, 800)))
+    lo, hi = np.percentile(centres, export_map.BAND_PERCENTILES, axis=0)
+    m = export_map.BAND_MARGIN
+    assert np.allclose([x1, y1, x2, y2], [lo[0] - m, lo[1] - m, hi[0] + m, hi[1] + m], atol=0.1)
+    inside = (centres[:, 0] >= x1) & (centres[:, 0] <= x2) & (centres[:, 1] >= y1) & (centres[:, 1] <= y2)
+    assert inside.all()
+    edge = export_map.fit_band([np.array([[0.0, 0.0, 20.0, 20.0]] * 30)], (800, 1360))
+    assert edge == (0.0, 0.0, round(58 / 1360, 4), round(58 / 800, 4))  # grown, but not past the frame
+    assert export_map.fit_band([small[:export_map.BAND_MIN_SIGNS - 1], large], (800, 1360)) is None  # too few to say
+
+
+@pytest.fixture(scope="module")
+def banded(fitted, tmp_path_factory):
+    """The fixture's map exported again with a band (the synthetic frames' few signs are 28-44 pixels: all count)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("banded") / "map"
+    folder.mkdir()
+    for name in ("sign_map.keras", "fit.json"):
+        shutil.copy(fitted.parent / name, folder / name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export_map, "BAND_MIN_SIGNS", 2)
+        mp.setattr(export_map, "BAND_SIDE", 64)
+        return export_map.export_sign_map(folder, min_agreement=0.0)
+
+
+def test_a_map_carries_its_band_and_the_budget_reads_its_boxes(banded, fitted, frames, exported):
+    from runtime.pipeline import Budget
+    from runtime.sign_map import BAND_CUE, BAND_FILE
+
+    meta = json.loads(banded.with_name(banded.name + ".json").read_text())
+    band_file = banded.with_name(BAND_FILE)
+    band_meta = json.loads(band_file.with_name(BAND_FILE + ".json").read_text())
+    assert meta["band"]["file"] == BAND_FILE and band_meta["scale"] == export_map.BAND_SCALE
+    x1, y1, x2, y2 = band_meta["region"]
+    assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 and (x2 - x1) * (y2 - y1) < 1
+    assert band_meta["input"][2] == 3 and all(v % 8 == 0 for v in band_meta["input"][:2])
+    m, plain = SignMap(banded), SignMap(fitted)
+    assert plain.band is None and m.band is not None and m.band.region == tuple(band_meta["region"])
+    frame = read_frame(frames / "00001.jpg")
+    assert [p.box for p in m.propose(frame)] == [p.box for p in plain.propose(frame)]  # the same map over the frame
+    px1, py1, px2, py2 = (round(v * n) for v, n in zip(m.band.region, (640, 560, 640, 560)))
+    band_props = m.band.propose(frame, top_k=20)
+    assert band_props and all(p.cue == BAND_CUE for p in band_props)
+    for p in band_props:  # in frame pixels, around a centre inside the band
+        cx, cy = (p.box[0] + p.box[2]) / 2, (p.box[1] + p.box[3]) / 2
+        assert px1 - 1 <= cx <= px2 + 1 and py1 - 1 <= cy <= py2 + 1
+    clf = Classifier.from_build(build_file(exported, BUILDS["tflite-int8"]))
+    both = FramePipeline(clf, sign_map=m, budget=Budget(colour=0, map_boxes=3, band_boxes=2)).run(frame)
+    assert [r.box for r in both.rois] == [p.box for p in m.propose(frame, top_k=3) + band_props[:2]]
+    assert both.cost.map_macs == m.macs + m.band.macs and 0 < m.band.macs < m.macs * 2
+    alone = FramePipeline(clf, sign_map=m, budget=Budget(colour=0, map_boxes=3, band_boxes=0)).run(frame)
+    assert all(r.cue == MAP_CUE for r in alone.rois) and alone.cost.map_macs == m.macs
+    ahead = ProposalsAhead(FramePipeline(clf, sign_map=m, budget=Budget(colour=0, map_boxes=3, band_boxes=2)))
+    try:  # the band runs where the map runs when the proposals are made ahead
+        ahead.submit(0, frame)
+        overlapped = ahead.pipeline.run(frame, proposed=ahead.take(0))
+    finally:
+        ahead.close()
+    assert overlapped.rois == both.rois and overlapped.cost.map_macs == both.cost.map_macs
+
+
+def test_a_replaced_or_missing_band_is_refused_and_an_export_without_one_removes_it(banded, tmp_path):
+    import shutil
+
+    from runtime.sign_map import BAND_FILE
+
+    copy = tmp_path / "map"
+    shutil.copytree(banded.parent, copy)
+    band = copy / BAND_FILE
+    band.write_bytes(band.read_bytes() + b"\0")
+    with pytest.raises(BuildError, match="SHA-256 differs"):
+        SignMap(copy / banded.name)
+    band.unlink()
+    with pytest.raises(BuildError, match="band .* is missing"):
+        SignMap(copy / banded.name)
+    shutil.copy(banded.parent / BAND_FILE, band)
+    built = export_map.export_sign_map(copy, min_agreement=0.0, band_scale=0)
+    assert SignMap(built).band is None and not band.exists() and not (copy / (BAND_FILE + ".json")).exists()
+
+
 @pytest.mark.slow
-def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(fitted, frames, exported, tmp_path, capsys):
+def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(banded, frames, exported, tmp_path, capsys):
     from camera_demo import __main__ as demo_cli
     from export import bundle as bundle_cli
     from runtime.bundle import Bundle
+    from runtime.sign_map import BAND_FILE
 
+    fitted = banded  # a map with its band: the band travels with it
     out = tmp_path / "bundle"
     assert bundle_cli.main(["--run", str(exported), "--sign-map", str(fitted), "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
     assert {"bundle.json", "model_int8.tflite", "model_int8.tflite.json", "proposal_ranker.json", fitted.name,
-            fitted.name + ".json"} == names
+            fitted.name + ".json", BAND_FILE, BAND_FILE + ".json"} == names
+    assert json.loads((out / "bundle.json").read_text())["parts"]["sign_map_band"]["file"] == BAND_FILE
     for f in out.glob("*.json"):
         assert str(exported) not in f.read_text() and str(frames) not in f.read_text()  # no path of this machine
     pipe = Bundle.open(out).pipeline()
     assert pipe.sign_map is not None and pipe.classifier.path == out / "model_int8.tflite"
+    assert pipe.sign_map.band is not None and pipe.sign_map.band.path == out / BAND_FILE
     # the bundle alone scores as its parts given one by one
     assert gtsdb.main(["--build", str(out), "--frames", str(frames), "--proposals", "builtin", "--threads", "1",
                        "--repeat", "1", "--json"]) == 0
