@@ -74,10 +74,10 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(Budget(), 1, "every proposal read, every frame: what a desktop CPU affords"),
     # no colour stage: on one thread it takes 1.5x the time of the rest of such a frame, for +0.007 and +0.058 proposal
     # recall (5 colour proposals) on two held-out folds and no F1; following signs between full proposals
-    # (detect-every 3) lost 0.14 of F1 on a drive video. 6 + 4 of the map's band's boxes instead of 10 of the map's
-    # alone: F1 0.826 -> 0.867 on a held-out fold, proposal recall 0.784 -> 0.849 and 0.761 -> 0.827 on two
-    "pi": Profile(Budget(colour=0, map_boxes=6, band_boxes=4, sure=0.95), 1,
-                  "the sign map's 6 best boxes and its band's 4 (10 crops), no colour stage, a sure detection (>= 0.95) "
+    # (detect-every 3) lost 0.14 of F1 on a drive video. 5 of the map's boxes and 5 of its band's instead of 10 of the
+    # map's: F1 0.826 -> 0.871 on a held-out fold, proposal recall 0.784 -> 0.860 and 0.761 -> 0.827 on two
+    "pi": Profile(Budget(colour=0, map_boxes=5, band_boxes=5, sure=0.95), 1,
+                  "the sign map's 5 best boxes and its band's 5 (10 crops), no colour stage, a sure detection (>= 0.95) "
                   "not looked at again"),
 }
 
