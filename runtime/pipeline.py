@@ -71,7 +71,11 @@ class Profile:
 UNLIMITED = Budget()
 MERGE_IOU = 0.3  # a colour proposal this much on a map box shows the same sign
 PROFILES: dict[str, Profile] = {
-    "full": Profile(Budget(), 1, "every proposal read, every frame: what a desktop CPU affords"),
+    # 5 of the band's boxes, not its 15: the same F1 on two held-out folds (0.854 / 0.893 against 0.854 / 0.892) for
+    # 0.2 G less a frame
+    "full": Profile(Budget(band_boxes=5), 1,
+                    "every proposal of the colour cues and the sign map read (5 of its band's), every frame: what a "
+                    "desktop CPU affords"),
     # no colour stage: on one thread it takes 1.5x the time of the rest of such a frame, for +0.007 and +0.058 proposal
     # recall (5 colour proposals) on two held-out folds and no F1; following signs between full proposals
     # (detect-every 3) lost 0.14 of F1 on a drive video. 5 of the map's boxes and 5 of its band's instead of 10 of the
@@ -343,19 +347,21 @@ class ProposalsAhead:
     more frames per second). Give the classifier fewer threads than cores so that the proposal stage, the slower
     one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs in ``run``, on the classifier's
     thread, where int8 is fast the lighter load (on 2 cores with VNNI: a median of 35 against 30 frames/s with the
-    map on the proposal thread).
+    map on the proposal thread). A budget without a colour stage (``Budget.colour`` 0) leaves the proposal thread
+    nothing else to do: the map and its band run ahead then (``map_ahead``).
     """
 
     def __init__(self, pipeline: FramePipeline) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.pipeline = pipeline
+        self.map_ahead = pipeline.budget.colour == 0 and pipeline.sign_map is not None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="proposals")
         self._pending: dict[int, Any] = {}
 
     def submit(self, key: int, frame_bgr: np.ndarray) -> None:
         """Start proposing ``frame_bgr`` (its ``key`` names it for ``take``)."""
-        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr, learned=False)
+        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr, learned=self.map_ahead)
 
     def take(self, key: int) -> Proposed | None:
         """The proposals started for ``key`` (waiting for them), or None if none were started; errors re-raise here."""

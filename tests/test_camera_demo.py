@@ -165,7 +165,9 @@ class _Flicker:
     """A pipeline stand-in that reads one sign, misreading it in one frame of five."""
 
     def __init__(self, classifier):
-        self.classifier = classifier
+        from runtime.pipeline import UNLIMITED
+
+        self.classifier, self.budget, self.sign_map = classifier, UNLIMITED, None
 
     def propose(self, image, learned=True):
         from runtime.pipeline import Proposed
