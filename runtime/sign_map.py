@@ -9,7 +9,7 @@ classifier and its background class decide what they are). Runs on TFLite, like 
 sidecar records everything else (input size, scale, stride, the frames it was fitted on).
 
 A map may carry a **band**: the same network at a larger scale over the rows and columns of the frame where
-the fitting frames' small signs were (near the horizon, right of the road), a build of its own that the map's
+the fitting frames' small signs were (the rows about the horizon), a build of its own that the map's
 sidecar names by file and SHA-256. Its proposals have cue ``"band"``; ``runtime.pipeline.Budget.band_boxes``
 says how many a frame reads.
 """
@@ -17,6 +17,7 @@ says how many a frame reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def decode(out: np.ndarray, stride: int, min_score: float, top_k: int, sx: float
     return boxes, scores
 
 
-def region_pixels(region: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+def region_pixels(region: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
     """A region given as fractions of the frame (x1, y1, x2, y2), in pixels of an ``height`` x ``width`` frame."""
     x1, y1, x2, y2 = (round(f * n) for f, n in zip(region, (width, height, width, height)))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
@@ -123,8 +124,8 @@ class SignMap:
         self.side_scale = float(self.meta.get("fit_scale", self.meta["scale"])) / float(self.meta["scale"])
         self.macs = int(self.meta.get("macs") or 0)  # one frame through the map (0: exported before it was recorded)
         # a band's map sees only this part of the frame (fractions x1, y1, x2, y2); None: the whole frame
-        self.region: tuple[float, float, float, float] | None = (
-            tuple(float(v) for v in self.meta["region"]) if self.meta.get("region") else None)  # type: ignore[assignment]
+        region = self.meta.get("region")
+        self.region: tuple[float, ...] | None = tuple(float(v) for v in region) if region else None
         self.cue = BAND_CUE if self.region is not None else MAP_CUE
         self.backend = TFLiteBackend(self.path, threads)
         if self.backend.input_shape != (self.height, self.width, 3):
