@@ -433,14 +433,17 @@ def test_a_map_carries_its_band_and_the_budget_reads_its_boxes(banded, fitted, f
     meta = json.loads(banded.with_name(banded.name + ".json").read_text())
     band_file = banded.with_name(BAND_FILE)
     band_meta = json.loads(band_file.with_name(BAND_FILE + ".json").read_text())
-    assert meta["band"]["file"] == BAND_FILE and band_meta["scale"] == export_map.BAND_SCALE
+    assert meta["band"]["file"] == BAND_FILE
+    # with a band the map runs smaller than it was fitted (0.5), the band larger
+    assert meta["scale"] == 0.5 * export_map.WITH_BAND and band_meta["scale"] == 0.5 * export_map.BAND
     x1, y1, x2, y2 = band_meta["region"]
     assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 and (x2 - x1) * (y2 - y1) < 1
     assert band_meta["input"][2] == 3 and all(v % 8 == 0 for v in band_meta["input"][:2])
     m, plain = SignMap(banded), SignMap(fitted)
     assert plain.band is None and m.band is not None and m.band.region == tuple(band_meta["region"])
     frame = read_frame(frames / "00001.jpg")
-    assert [p.box for p in m.propose(frame)] == [p.box for p in plain.propose(frame)]  # the same map over the frame
+    assert m.side_scale == 1 / export_map.WITH_BAND and m.band.side_scale == 1 / export_map.BAND
+    assert (m.height, m.width) == (224, 256) and (plain.height, plain.width) == (280, 320)  # 0.4 and 0.5 of 560x640
     px1, py1, px2, py2 = (round(v * n) for v, n in zip(m.band.region, (640, 560, 640, 560)))
     band_props = m.band.propose(frame, top_k=20)
     assert band_props and all(p.cue == BAND_CUE for p in band_props)
