@@ -96,6 +96,8 @@ if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives
     if [ "$PROFILE" = pi ]; then
       echo "the bundle at the Raspberry Pi's budget (--profile pi):"
       "${SCORE[@]}" --profile pi
+      echo "the same without the map's band (--profile pi-fast):"
+      "${SCORE[@]}" --profile pi-fast
     fi
   } | tee "$RUN/gtsdb_report.txt"
 fi

@@ -47,18 +47,15 @@ MIN_KEPT = 0.95
 MATCH_IOU = 0.5
 # The band: the same map, larger, over where the fitting frames' small signs (longer side under BAND_SIDE pixels,
 # GTSDB's "small") were: the 2nd-98th percentiles of their centres grown by BAND_MARGIN hold 97 % / 95 % of them in two
-# folds' fitting frames, in 23-24 % of a 1360x800 frame. With a band the whole-frame map runs smaller, WITH_BAND times
-# its fit's scale, the band at BAND times it: fitted at 0.5, the map at 0.4 (60 M MACs) and the band at 0.625 (33 M),
-# the pi profile's 5 + 5 boxes found 0.818 / 0.785 of two held-out folds' signs against 0.784 / 0.761 for the map's 10
-# at 0.5 (94 M), as fast on one x86 thread (8.3 against 7.8 ms a frame); the map at 0.5 and the band at 0.75 found
-# 0.860 / 0.827 but took 11.1 ms (docs/decisions.md).
+# folds' fitting frames, in 23-24 % of a 1360x800 frame. Fitted at 0.5, the band at 0.75 (BAND times that, 47-52 M
+# MACs) and the map at 0.5 (94 M): the pi profile's 5 + 5 boxes found 0.860 / 0.827 of two held-out folds' signs against
+# 0.784 / 0.761 for the map's 10; the map at 0.4 and the band at 0.625, 0.818 / 0.785 (docs/decisions.md).
 BAND_SIDE = 32
 BAND_PERCENTILES = (2, 98)
 BAND_MARGIN = 48  # frame pixels: a small sign's own side and some
 BAND_MIN_SIGNS = 20
-WITH_BAND = 0.8
-BAND = 1.25
-# Without a band a map runs at the scale it was fitted at. Fitted at 0.5 and exported at 0.625, the light map's 10 best boxes
+BAND = 1.5
+# By default a map runs at the scale it was fitted at. Fitted at 0.5 and exported at 0.625, the light map's 10 best boxes
 # found more of two held-out folds' signs (0.808 / 0.808 against 0.784 / 0.761) for 146 M MACs against 94 M, but a
 # pi-profile frame took 13.5 ms against 9.3 on one x86 thread and its boxes found fewer gtsdb signs (0.725 against
 # 0.780): docs/decisions.md.
@@ -175,8 +172,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     ``band_scale`` over the small signs' band (``fit_band``; 0: none), gate both, write MAP/sign_map_int8.tflite (and
     MAP/sign_map_band_int8.tflite) with their sidecars; the map's path.
 
-    By default (None) the band runs at BAND times the scale the map was fitted at, and the map at WITH_BAND times it
-    where there is a band, at it where there is none (too few small signs to place one).
+    By default (None) the map runs at the scale it was fitted at and the band at BAND times it.
 
     Raises:
         ConfigError: no fitted map in ``folder``, or its fitting frames are gone.
@@ -192,12 +188,11 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     files = fitting_files(fit)
     frame_hw = read_frame(files[0][0]).shape[:2]  # the fit refuses frames of several sizes
     signs = [boxes for _, boxes in files]
+    scale = fit["scale"] if scale is None else scale
     band_scale = round(fit["scale"] * BAND, 4) if band_scale is None else band_scale
     region = fit_band(signs, frame_hw) if band_scale else None
     if band_scale and region is None:
         print(f"sign map: no band (fewer than {BAND_MIN_SIGNS} signs under {BAND_SIDE} px in its fitting frames)")
-    if scale is None:
-        scale = round(fit["scale"] * (WITH_BAND if region is not None else 1.0), 4)
     h, w = map_size(frame_hw, scale)
     model = _at_size(keras, fitted, h, w, trunk)
     decoding = {k: fit[k] for k in ("min_score", "top_k", "size_unit")}
@@ -252,14 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export.sign_map", formatter_class=HelpFormatter,
         description="Export a fitted sign map as int8 TFLite, gated against the float map.",
         epilog="examples:\n  python -m export.sign_map --map runs/quickstart/sign-map\n"
-               "  python -m export.sign_map --map runs/sign-map --scale 0.5 --band-scale 0.75\n"
+               "  python -m export.sign_map --map runs/sign-map --scale 0.4 --band-scale 0.625\n"
                "  python -m export.sign_map --map runs/sign-map --band-scale 0 --min-agreement 0.95",
     )
     p.add_argument("--map", type=Path, required=True, help="the folder python -m train.frames.sign_map --out wrote")
     p.add_argument("--scale", type=float, default=None,
-                   help=f"the frame is resized to this share of its size for the map (default: {WITH_BAND} times the "
-                        "scale it was fitted at with a band, that scale without one; a larger one finds more small signs "
-                        "and costs the square of the ratio in multiply-accumulates)")
+                   help="the frame is resized to this share of its size for the map (default: the scale it was fitted "
+                        "at, 0.5; 0.625 finds more small signs and costs the square of the ratio in multiply-accumulates)")
     p.add_argument("--band-scale", type=float, default=None,
                    help="the scale the map runs at over the band of the frame where its fitting frames' small signs "
                         f"were (under {BAND_SIDE} px; default: {BAND} times the scale it was fitted at; 0: no band)")

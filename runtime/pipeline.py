@@ -71,19 +71,21 @@ class Profile:
 UNLIMITED = Budget()
 MERGE_IOU = 0.3  # a colour proposal this much on a map box shows the same sign
 PROFILES: dict[str, Profile] = {
-    # 5 of the band's boxes, not its 15: the same F1 on two held-out folds (0.840 / 0.885 against 0.837 / 0.886) for
+    # 5 of the band's boxes, not its 15: the same F1 on two held-out folds (0.854 / 0.893 against 0.854 / 0.892) for
     # 0.2 G less a frame
     "full": Profile(Budget(band_boxes=5), 1,
                     "every proposal of the colour cues and the sign map read (5 of its band's), every frame: what a "
                     "desktop CPU affords"),
     # no colour stage: on one thread it takes 1.5x the time of the rest of such a frame, for +0.007 and +0.058 proposal
     # recall (5 colour proposals) on two held-out folds and no F1; following signs between full proposals
-    # (detect-every 3) lost 0.14 of F1 on a drive video. 5 of the map's boxes and 5 of its band's (export.sign_map's
-    # defaults) instead of 10 of the map's at half size: F1 0.826 -> 0.842 on a held-out fold, proposal recall
-    # 0.784 -> 0.818 and 0.761 -> 0.785 on two, as many MACs
+    # (detect-every 3) lost 0.14 of F1 on a drive video. 5 of the map's boxes and 5 of its band's instead of 10 of the
+    # map's: F1 0.826 -> 0.871 on a held-out fold, proposal recall 0.784 -> 0.860 and 0.761 -> 0.827 on two, for
+    # 16 % more MACs and 42 % more time on one x86 thread (the band's large, thin layers)
     "pi": Profile(Budget(colour=0, map_boxes=5, band_boxes=5, sure=0.95), 1,
                   "the sign map's 5 best boxes and its band's 5 (10 crops), no colour stage, a sure detection (>= 0.95) "
                   "not looked at again"),
+    "pi-fast": Profile(Budget(colour=0, map_boxes=10, band_boxes=0, sure=0.95), 1,
+                       "pi without the band: the map's 10 best boxes; fewer far (small) signs, 0.7 of the time a frame"),
 }
 
 

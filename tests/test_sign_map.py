@@ -434,16 +434,16 @@ def test_a_map_carries_its_band_and_the_budget_reads_its_boxes(banded, fitted, f
     band_file = banded.with_name(BAND_FILE)
     band_meta = json.loads(band_file.with_name(BAND_FILE + ".json").read_text())
     assert meta["band"]["file"] == BAND_FILE
-    # with a band the map runs smaller than it was fitted (0.5), the band larger
-    assert meta["scale"] == 0.5 * export_map.WITH_BAND and band_meta["scale"] == 0.5 * export_map.BAND
+    # the map runs at the scale it was fitted at (0.5), the band larger
+    assert meta["scale"] == 0.5 and band_meta["scale"] == 0.5 * export_map.BAND
     x1, y1, x2, y2 = band_meta["region"]
     assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 and (x2 - x1) * (y2 - y1) < 1
     assert band_meta["input"][2] == 3 and all(v % 8 == 0 for v in band_meta["input"][:2])
     m, plain = SignMap(banded), SignMap(fitted)
     assert plain.band is None and m.band is not None and m.band.region == tuple(band_meta["region"])
     frame = read_frame(frames / "00001.jpg")
-    assert m.side_scale == 1 / export_map.WITH_BAND and m.band.side_scale == 1 / export_map.BAND
-    assert (m.height, m.width) == (224, 256) and (plain.height, plain.width) == (280, 320)  # 0.4 and 0.5 of 560x640
+    assert m.side_scale == 1.0 and m.band.side_scale == 1 / export_map.BAND
+    assert [p.box for p in m.propose(frame)] == [p.box for p in plain.propose(frame)]  # the same map over the frame
     px1, py1, px2, py2 = (round(v * n) for v, n in zip(m.band.region, (640, 560, 640, 560)))
     band_props = m.band.propose(frame, top_k=20)
     assert band_props and all(p.cue == BAND_CUE for p in band_props)
@@ -524,14 +524,18 @@ def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(bande
     assert bundle_cli.main(["--run", str(exported), "--profile", "pi", "--out", str(tmp_path / "no-map")]) != 0
     assert "there is no sign map" in capsys.readouterr().err and not (tmp_path / "no-map").exists()  # it would find nothing
     capsys.readouterr()
-    for profile in ([], ["--profile", "full"]):
+    map_gmacs = {}
+    for profile in ([], ["--profile", "full"], ["--profile", "pi-fast"]):
         assert gtsdb.main(["--build", str(pi), "--frames", str(frames), "--proposals", "builtin", "--threads", "1",
                            "--repeat", "1", "--json", *profile]) == 0
         scored = json.loads(capsys.readouterr().out)[0]
-        if profile:
+        map_gmacs[tuple(profile)] = scored["cost"]["map_gmacs"]
+        if profile == ["--profile", "full"]:
             assert scored["cost"]["crops"] == alone["cost"]["crops"]  # --profile full reads every proposal again
         else:
             assert scored["cost"]["crops"] <= 10 and scored["cost"]["gmacs"] < alone["cost"]["gmacs"]
+    band = Bundle.open(pi).pipeline().sign_map.band  # type: ignore[union-attr]
+    assert map_gmacs[()] - map_gmacs[("--profile", "pi-fast")] == pytest.approx(band.macs / 1e9)  # pi-fast: no band
     assert demo_cli.main(["--build", str(out), "--sign-map", str(fitted), "--source", str(frames), "--headless"]) == 1
     assert "carries its own ranker and sign map" in capsys.readouterr().err
     (out / "proposal_ranker.json").write_text((out / "proposal_ranker.json").read_text() + " ")
