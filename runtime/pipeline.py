@@ -350,21 +350,19 @@ class ProposalsAhead:
     more frames per second). Give the classifier fewer threads than cores so that the proposal stage, the slower
     one, keeps a core (``split_cores``). The colour cues run ahead; a sign map runs in ``run``, on the classifier's
     thread, where int8 is fast the lighter load (on 2 cores with VNNI: a median of 35 against 30 frames/s with the
-    map on the proposal thread). A budget without a colour stage (``Budget.colour`` 0) leaves the proposal thread
-    nothing else to do: the map and its band run ahead then (``map_ahead``).
+    map on the proposal thread).
     """
 
     def __init__(self, pipeline: FramePipeline) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.pipeline = pipeline
-        self.map_ahead = pipeline.budget.colour == 0 and pipeline.sign_map is not None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="proposals")
         self._pending: dict[int, Any] = {}
 
     def submit(self, key: int, frame_bgr: np.ndarray) -> None:
         """Start proposing ``frame_bgr`` (its ``key`` names it for ``take``)."""
-        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr, learned=self.map_ahead)
+        self._pending[key] = self._pool.submit(self.pipeline.propose, frame_bgr, learned=False)
 
     def take(self, key: int) -> Proposed | None:
         """The proposals started for ``key`` (waiting for them), or None if none were started; errors re-raise here."""

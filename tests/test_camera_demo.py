@@ -165,9 +165,7 @@ class _Flicker:
     """A pipeline stand-in that reads one sign, misreading it in one frame of five."""
 
     def __init__(self, classifier):
-        from runtime.pipeline import UNLIMITED
-
-        self.classifier, self.budget, self.sign_map = classifier, UNLIMITED, None
+        self.classifier = classifier
 
     def propose(self, image, learned=True):
         from runtime.pipeline import Proposed
