@@ -197,18 +197,24 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     model = _at_size(keras, fitted, h, w, trunk)
     decoding = {k: fit[k] for k in ("min_score", "top_k", "size_unit")}
     gate = {**decoding, "stride": fit["stride"], "side_scale": fit["scale"] / scale}
-    data, kept, found = _gated_int8(model, [map_input(read_frame(f), w, h) for f, _ in files], signs,
-                                    (frame_hw[1] / w, frame_hw[0] / h), gate, "sign map", min_agreement,
-                                    "Fit it longer or on more annotated frames")
-    band: dict[str, Any] | None = None
-    band_data = b""
     if region is not None:
         x1, y1, x2, y2 = region_pixels(region, *frame_hw)
         bh, bw = map_size((y2 - y1, x2 - x1), band_scale)
+    views, band_views = [], []
+    for f, _ in files:  # each frame decoded once, for the map and its band
+        frame = read_frame(f)
+        views.append(map_input(frame, w, h))
+        if region is not None:
+            band_views.append(map_input(frame[y1:y2, x1:x2], bw, bh))
+    data, kept, found = _gated_int8(model, views, signs, (frame_hw[1] / w, frame_hw[0] / h), gate, "sign map",
+                                    min_agreement, "Fit it longer or on more annotated frames")
+    band: dict[str, Any] | None = None
+    band_data = b""
+    if region is not None:
         band_model = _at_size(keras, fitted, bh, bw, trunk)
         inside = [b[(b[:, 0] >= x1) & (b[:, 1] >= y1) & (b[:, 2] <= x2) & (b[:, 3] <= y2)] - (x1, y1, x1, y1) for b in signs]
         band_data, band_kept, band_found = _gated_int8(
-            band_model, [map_input(read_frame(f)[y1:y2, x1:x2], bw, bh) for f, _ in files], inside,
+            band_model, band_views, inside,
             ((x2 - x1) / bw, (y2 - y1) / bh), {**gate, "side_scale": fit["scale"] / band_scale}, "sign map's band",
             min_agreement, "Fit the map longer, or export it without its band (--band-scale 0)")
         band = {"input": [bh, bw, 3], "scale": band_scale, "region": list(region), "macs": map_macs(band_model),

@@ -24,7 +24,6 @@ from runtime.sign_map import SignMap
 
 BUNDLE_FORMAT = "signkit-bundle/1"
 BUNDLE_FILE = "bundle.json"
-PARTS = ("classifier", "ranker", "sign_map", "sign_map_band")
 
 
 def is_bundle(path: Path) -> bool:
