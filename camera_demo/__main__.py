@@ -35,7 +35,7 @@ from runtime.bundle import Bundle, is_bundle
 from runtime.classifier import Classifier
 from runtime.cli import HelpFormatter, frame_size
 from runtime.errors import ConfigError, cli_errors
-from runtime.pipeline import PROFILES, FramePipeline, Profile, split_cores
+from runtime.pipeline import BETWEEN, PROFILES, FramePipeline, Profile, split_cores
 from runtime.proposals import Ranker, default_ranker
 from runtime.roi import Box, load_boxes, parse_boxes
 from runtime.sign_map import SignMap
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=None, metavar="K",
                    help="with --detect: propose every K-th frame and follow the signs found in between (default: the "
                         "profile's)")
+    p.add_argument("--between", choices=BETWEEN, default=None,
+                   help="what the frames between two full detections do: windows (look again around each sign "
+                        "followed, with its colour's cues) or carry (classify nothing; find each sign of the last full frame "
+                        "again by its look, near where its track says it is). Default: the profile's")
     p.add_argument("--headless", action="store_true", help="no window, even where one could open")
     p.add_argument("--serve", type=_port, default=None, metavar="PORT", help="stream the annotated frames to a browser")
     p.add_argument("--serve-host", default="127.0.0.1",
@@ -158,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     boxes = _fixed_boxes(args)
     if boxes is not None and args.detect_every is not None and args.detect_every > 1:
         parser.error("--detect-every needs --detect: fixed boxes are classified in every frame")
+    if boxes is not None and args.between is not None:
+        parser.error("--between needs --detect: fixed boxes are classified in every frame")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -223,7 +229,7 @@ def _run(args: argparse.Namespace, boxes: tuple[Box, ...] | None, overlap: bool,
             else:
                 sinks.window = Window()
         every = args.detect_every or (profile.detect_every if boxes is None else 1)
-        stream = StreamOptions(boxes, every, args.smooth, overlap, live=source.live)
+        stream = StreamOptions(boxes, every, args.between or profile.between, args.smooth, overlap, live=source.live)
         options = DemoOptions(stream, args.fps, args.loop, args.max_frames)
         summary = run_demo(source, pipeline, options, sinks, log)
     finally:

@@ -35,6 +35,8 @@ OVERLAP_IOU = 0.3  # two known detections overlapping this much show one sign
 SECOND_LOOK_SCALES = (0.9, 1.15, 1.3)
 SECOND_LOOK_VOTES = 2
 GIVEN = "given"  # the cue of a box handed to the pipeline instead of proposed
+# between full proposals (detect every K): windows around the signs followed, or nothing read (runtime.stream)
+BETWEEN = ("windows", "carry")
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named setting of the pipeline and the stream: its budget a frame, and full proposals every K frames."""
+    """A named setting of the pipeline and the stream: its budget a frame, full proposals every K frames, and what the
+    frames in between do (``BETWEEN``)."""
 
     budget: Budget
     detect_every: int
     why: str
+    between: str = "windows"
 
 
 UNLIMITED = Budget()
@@ -77,13 +81,14 @@ PROFILES: dict[str, Profile] = {
                     "every proposal of the colour cues and the sign map read (5 of its band's), every frame: what a "
                     "desktop CPU affords"),
     # no colour stage: on one thread it takes 1.5x the time of the rest of such a frame, for +0.007 and +0.058 proposal
-    # recall (5 colour proposals) on two held-out folds and no F1; following signs between full proposals
-    # (detect-every 3) lost 0.14 of F1 on a drive video. 5 of the map's boxes and 5 of its band's instead of 10 of the
-    # map's: F1 0.826 -> 0.871 on a held-out fold, proposal recall 0.784 -> 0.860 and 0.761 -> 0.827 on two, for
-    # 16 % more MACs and 42 % more time on one x86 thread (the band's large, thin layers)
-    "pi": Profile(Budget(colour=0, map_boxes=5, band_boxes=5, sure=0.95), 1,
+    # recall (5 colour proposals) on two held-out folds and no F1. 5 of the map's boxes and 5 of its band's instead of 10
+    # of the map's: F1 0.826 -> 0.871 on a held-out fold, proposal recall 0.784 -> 0.860 and 0.761 -> 0.827 on two, for
+    # 16 % more MACs and 42 % more time on one x86 thread (the band's large, thin layers). Full proposals every other
+    # frame, the signs carried in between: F1 0.825 -> 0.815 for half the MACs on a held-out fold's drive video (every
+    # 3rd: 0.806; the windows' colour cues in between, every other: 0.707)
+    "pi": Profile(Budget(colour=0, map_boxes=5, band_boxes=5, sure=0.95), 2,
                   "the sign map's 5 best boxes and its band's 5 (10 crops), no colour stage, a sure detection (>= 0.95) "
-                  "not looked at again"),
+                  "not looked at again; in the demo, every other frame, the signs carried in between", between="carry"),
     "pi-fast": Profile(Budget(colour=0, map_boxes=10, band_boxes=0, sure=0.95), 1,
                        "pi without the band: the map's 10 best boxes; fewer far (small) signs, 0.7 of the time a frame"),
 }
@@ -123,14 +128,15 @@ class FrameCost:
     macs_per_crop: int = 0  # the classifier's, from its build metadata
     map_macs: int = 0  # the sign map's and its band's, when they ran on this frame
     colour_pixels: int = 0  # pixels the colour cues worked on (the half-size frame, or the windows)
+    track_macs: int = 0  # the template matching that found carried signs again (runtime.tracking.Tracker.carried)
 
     @property
     def macs(self) -> int:
-        return (self.crops + self.second_look_crops) * self.macs_per_crop + self.map_macs
+        return (self.crops + self.second_look_crops) * self.macs_per_crop + self.map_macs + self.track_macs
 
     def to_dict(self) -> dict[str, int]:
         return {"crops": self.crops, "second_look_crops": self.second_look_crops, "macs": self.macs,
-                "map_macs": self.map_macs, "colour_pixels": self.colour_pixels}
+                "map_macs": self.map_macs, "colour_pixels": self.colour_pixels, "track_macs": self.track_macs}
 
 
 @dataclass(frozen=True)

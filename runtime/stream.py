@@ -8,21 +8,24 @@ It owns the concurrency and the state between frames, so the loop that uses it s
 * **look-ahead**: the proposal stage of a frame still to come runs on a thread of its own while this
   one is classified (``ProposalsAhead``); a camera is read one frame ahead (no frame is held back
   from the screen), a file up to the next full-proposal frame;
-* **detect every K**: full proposals on every K-th frame, and in between only windows around the
-  signs being followed (``Tracker.search_windows``);
+* **detect every K**: full proposals on every K-th frame, and in between either only windows around
+  the signs being followed (``Tracker.search_windows``, ``between="windows"``) or nothing classified,
+  each sign of the last full frame found again by its look (``Tracker.carried``, ``between="carry"``);
 * **tracking**: every frame's detections matched to the signs of the frames before (steady labels,
   ``--smooth N``).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.pipeline import FrameCost, FramePipeline, FrameResult, ProposalsAhead
+from runtime.classifier import check_frame
+from runtime.pipeline import BETWEEN, FrameCost, FramePipeline, FrameResult, ProposalsAhead, StageTimes
 from runtime.roi import Box
 from runtime.tracking import Tracked, Tracker
 
@@ -40,7 +43,8 @@ class Frame:
 @dataclass(frozen=True)
 class StreamOptions:
     boxes: tuple[Box, ...] | None = None  # fixed ROIs in every frame; None: find the signs (proposals)
-    detect_every: int = 1  # full proposals every K-th frame; in between, windows around the signs followed
+    detect_every: int = 1  # full proposals every K-th frame; in between, what ``between`` says
+    between: str = "windows"  # BETWEEN: windows around the signs followed, or the last full frame's signs carried
     smooth: int = 1  # a track's label is the vote of its last N detections
     overlap: bool = True  # propose a frame to come on another thread while this one is classified
     live: bool = False  # a camera or stream: read one frame ahead only
@@ -64,9 +68,13 @@ class FrameStream:
     def __init__(self, pipeline: FramePipeline, options: StreamOptions = StreamOptions()) -> None:
         if options.detect_every < 1 or options.smooth < 1:
             raise ValueError("detect_every and smooth must be at least 1")
+        if options.between not in BETWEEN:
+            raise ValueError(f"between must be one of {', '.join(BETWEEN)}, not {options.between!r}")
         self.pipeline = pipeline
         self.options = options
-        self.tracker = Tracker(window=options.smooth)
+        # carrying, a track lives as many full detections without one as it would frames otherwise
+        self.tracker = Tracker(window=options.smooth, max_missing=Tracker.max_missing * (
+            options.detect_every if options.between == "carry" else 1))
 
     def _full(self, n: int) -> bool:
         return self.options.boxes is None and n % self.options.detect_every == 0
@@ -99,6 +107,7 @@ class FrameStream:
                 pulled += 1
 
         names = pipe.classifier.class_names
+        last_full = 0  # the index of the last frame with full proposals
         try:
             fill()
             while waiting:
@@ -109,12 +118,28 @@ class FrameStream:
                     result = pipe.run(frame.image, list(opts.boxes))
                 elif full:
                     result = pipe.run(frame.image, proposed=ahead.take(n) if ahead is not None else None)
+                    last_full = frame.index
+                elif opts.between == "carry":
+                    yield self._carried(frame, last_full)
+                    continue
                 else:
                     result = pipe.run(frame.image, windows=self.tracker.search_windows(frame.index))
                 tracked = self.tracker.update(result.detections, frame.index, names)
+                if full and opts.between == "carry" and opts.detect_every > 1:
+                    self.tracker.remember(frame.image, frame.index)
                 yield StreamResult(frame, result, tuple(tracked), full)
             if failed is not None:
                 raise failed
         finally:
             if ahead is not None:
                 ahead.close()
+
+    def _carried(self, frame: Frame, since: int) -> StreamResult:
+        """A frame on which nothing is classified: the signs of frame ``since``, found again by their looks."""
+        t0 = time.perf_counter()
+        check_frame(frame.image)
+        tracked, work = self.tracker.carried(frame.image, frame.index, since, self.pipeline.classifier.class_names)
+        ms = 1000.0 * (time.perf_counter() - t0)
+        result = FrameResult(tuple(t.detection for t in tracked), (), (), StageTimes(0.0, 0.0, 0.0, 0.0, ms),
+                             cost=FrameCost(macs_per_crop=self.pipeline.classifier.macs_per_crop, track_macs=work))
+        return StreamResult(frame, result, tuple(tracked), False)

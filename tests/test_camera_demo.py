@@ -114,6 +114,23 @@ def test_detect_every_k_proposes_every_kth_frame_and_follows_in_between(exported
             assert (near.max(axis=1) > 0).all()
 
 
+@pytest.mark.slow
+def test_between_carry_reads_nothing_between_full_detections(exported, video, tmp_path):
+    jsonl = tmp_path / "c.jsonl"
+    assert demo_cli.main(["--build", str(build_file(exported, BUILDS["tflite-int8"])), "--source", str(video), "--headless",
+                          "--detect-every", "3", "--between", "carry", "--threshold", "0", "--jsonl", str(jsonl)]) == 0
+    lines = _lines(jsonl)
+    assert [r["proposed"] for r in lines] == [i % 3 == 0 for i in range(9)]
+    for prev, r in itertools.pairwise(lines):
+        if not r["proposed"]:
+            assert r["cost"]["crops"] == 0 and r["cost"]["macs"] == r["cost"]["track_macs"]
+            # the clip shows each frame 3 times: a sign carried stays where it was found (within half-size matching's
+            # 2 pixels), with its track
+            before = {d["track"]: d["box"] for d in prev["detections"]}
+            assert all(np.abs(np.subtract(d["box"], before[d["track"]])).max() <= 2 for d in r["detections"])
+    assert any(r["detections"] for r in lines if not r["proposed"])
+
+
 def test_mjpeg_server_streams_frames_and_detections():
     board = FrameBoard()
     server = MjpegServer(board, 0)
@@ -350,6 +367,10 @@ def test_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         demo_cli.main(["--build", "x.tflite", "--roi", "1,2,3,4", "--detect-every", "3"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        demo_cli.main(["--build", "x.tflite", "--roi", "1,2,3,4", "--between", "carry"])
+    assert e.value.code == 2
+    assert "--between needs --detect" in capsys.readouterr().err
     assert demo_cli.main(["--build", str(tmp_path / "missing_int8.tflite"), "--source", "0"]) == 1
     assert "not found" in capsys.readouterr().err
 
