@@ -166,7 +166,8 @@ class Tracker:
                 cx, cy = (cb[0] + cb[2]) / 4 + track.velocity[0] / 2, (cb[1] + cb[3]) / 4 + track.velocity[1] / 2
             sx, sy = round(cx - pw / 2 - CARRY_SEARCH * pw), round(cy - ph / 2 - CARRY_SEARCH * ph)
             x0, y0 = max(0, sx), max(0, sy)
-            window = grey[y0:sy + round(ph * (1 + 2 * CARRY_SEARCH)), x0:sx + round(pw * (1 + 2 * CARRY_SEARCH))]
+            x2, y2 = max(0, sx + round(pw * (1 + 2 * CARRY_SEARCH))), max(0, sy + round(ph * (1 + 2 * CARRY_SEARCH)))
+            window = grey[y0:y2, x0:x2]  # (an end left negative would count from the far edge)
             if window.shape[0] < ph or window.shape[1] < pw:
                 continue  # gone out of the frame
             scores = cv2.matchTemplate(window, track.patch, cv2.TM_CCOEFF_NORMED)

@@ -41,6 +41,11 @@ def test_a_sign_is_carried_to_where_it_moved_and_dropped_where_it_is_gone():
     assert carried[0].detection.prediction.score == pytest.approx(0.97)
     assert t.carried(_scene((12, 6), sign=False, seed=1), 1, 0, NAMES)[0] == []  # nothing like it there: not shown
     assert t.carried(_scene((12, 6), seed=1), 3, 2, NAMES)[0] == []  # not detected on the last full frame: not carried
+    gone = Tracker()
+    gone.update([_det((100, 80, 140, 120))], 0, NAMES)
+    gone.remember(_scene((0, 0)), 0)
+    gone.tracks[0].velocity = (-200.0, -200.0, -200.0, -200.0)  # predicted far above and left of the frame
+    assert gone.carried(_scene((0, 0), seed=1), 1, 0, NAMES) == ([], 0)  # nothing searched, nothing found
 
 
 def test_a_detection_off_its_predicted_box_is_the_same_sign_when_near_and_of_its_class():
