@@ -146,7 +146,8 @@ class Tracker:
                                         cv2.COLOR_BGR2GRAY)
                 x1, y1, x2, y2 = (round(v / 2) for v in track.box)
                 patch = grey[max(0, y1):y2, max(0, x1):x2]
-                track.patch = patch.copy() if min(patch.shape) >= MIN_PATCH else None
+                # a flat look has no correlation to be found by (OpenCV's is undefined for it)
+                track.patch = patch.copy() if min(patch.shape) >= MIN_PATCH and float(patch.std()) >= 1.0 else None
 
     def carried(self, frame_bgr: np.ndarray, frame: int, since: int, class_names: Sequence[str]) -> tuple[list[Tracked], int]:
         """The signs detected on frame ``since`` (the last full detection) found again in ``frame`` without reading

@@ -46,6 +46,10 @@ def test_a_sign_is_carried_to_where_it_moved_and_dropped_where_it_is_gone():
     gone.remember(_scene((0, 0)), 0)
     gone.tracks[0].velocity = (-200.0, -200.0, -200.0, -200.0)  # predicted far above and left of the frame
     assert gone.carried(_scene((0, 0), seed=1), 1, 0, NAMES) == ([], 0)  # nothing searched, nothing found
+    flat = Tracker()
+    flat.update([_det((100, 80, 140, 120))], 0, NAMES)
+    flat.remember(np.full((240, 320, 3), 128, np.uint8), 0)
+    assert flat.carried(np.full((240, 320, 3), 128, np.uint8), 1, 0, NAMES) == ([], 0)  # a flat look is not looked for
 
 
 def test_a_detection_off_its_predicted_box_is_the_same_sign_when_near_and_of_its_class():
