@@ -31,6 +31,11 @@ MIN_PATCH = 6  # half-size pixels: a smaller sign's look is too little to find i
 CARRIED = "carried"  # the cue of a sign shown where its track says it is, on a frame where nothing was read
 
 
+def _half_grey(frame_bgr: np.ndarray) -> np.ndarray:
+    """The frame at half size, grey: where a sign's look is kept and looked for."""
+    return cv2.cvtColor(cv2.resize(frame_bgr, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+
+
 def _near(box: Sequence[float], predicted: Sequence[float], gap: int) -> float | None:
     """How far ``box``'s centre is from ``predicted``'s, in sides, when it is near enough to be the same sign ``gap``
     frames on (within NEAR sides a frame, and a side within NEAR_SIZE times the other); else None."""
@@ -142,8 +147,7 @@ class Tracker:
         for track in self.tracks:
             if track.last_frame == frame:
                 if grey is None:
-                    grey = cv2.cvtColor(cv2.resize(frame_bgr, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
-                                        cv2.COLOR_BGR2GRAY)
+                    grey = _half_grey(frame_bgr)
                 x1, y1, x2, y2 = (round(v / 2) for v in track.box)
                 patch = grey[max(0, y1):y2, max(0, x1):x2]
                 # a flat look has no correlation to be found by (OpenCV's is undefined for it)
@@ -155,7 +159,7 @@ class Tracker:
         around where its track says it is now, kept with its track's label and its last read's score when the match
         is good (>= CARRY_MATCH). Also the multiply-adds the matching took. Tracks keep their detections."""
         h, w = frame_bgr.shape[:2]
-        grey = cv2.cvtColor(cv2.resize(frame_bgr, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        grey = _half_grey(frame_bgr)
         out, work = [], 0
         for track, predicted in zip(self.tracks, self._predicted(frame)):
             if track.last_frame != since or track.detection is None or track.patch is None:
