@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 # Bump when the pixels that come out of crop_and_resize/to_model_input change: caches key on it.
@@ -93,6 +92,8 @@ def expand_box(box: Sequence[float], margin: float, width: int, height: int) -> 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Square resize: area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    import cv2  # on first use, so that ``import runtime`` needs numpy alone
+
     h, w = image.shape[:2]
     interp = cv2.INTER_AREA if h * w >= size * size else cv2.INTER_LINEAR
     out = cv2.resize(image, (size, size), interpolation=interp)
@@ -131,6 +132,8 @@ CLAHE_CLIP, CLAHE_TILES = 2.0, (4, 4)
 
 def equalise(crops: np.ndarray) -> np.ndarray:
     """CLAHE on the lightness of uint8 RGB crops (N,H,W,3), colour kept."""
+    import cv2  # on first use, as in resize
+
     clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES)  # one per call: not shared between threads
     out = np.empty_like(crops)
     for i, c in enumerate(crops):
