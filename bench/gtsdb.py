@@ -343,19 +343,24 @@ class Parts:
     budget: Budget
 
 
-def _parts(build: Path, args: argparse.Namespace) -> Parts:
-    """A build and the flags beside it, or a bundle (runtime.bundle), which carries its own ranker, map and profile."""
+def parts_of(build: Path, *, ranker: Path | None = None, sign_map: Path | None = None, profile: str | None = None) -> Parts:
+    """A build and the parts given beside it (default ranker: the runtime's own; default profile: full), or a bundle
+    (runtime.bundle), which carries its own ranker, map and profile (``profile`` overrides the bundle's).
+
+    Raises:
+        ConfigError: a bundle with a ranker or sign map given beside it.
+    """
     if is_bundle(build):
-        if args.ranker or args.sign_map:
+        if ranker or sign_map:
             raise ConfigError(f"--build {build} is a bundle: it carries its own ranker and sign map; leave out --ranker and "
                               f"--sign-map")
         bundle = Bundle.open(build)
         ranker_file, classifier = bundle.part("ranker"), bundle.part("classifier")
         assert classifier is not None  # Bundle.open checked it
-        profile = PROFILES[args.profile] if args.profile else bundle.profile
+        chosen = PROFILES[profile] if profile else bundle.profile
         return Parts(classifier, Ranker.load(ranker_file) if ranker_file else default_ranker(), bundle.part("sign_map"),
-                     profile.budget)
-    return Parts(build, default_ranker(), args.sign_map, PROFILES[args.profile or "full"].budget)
+                     chosen.budget)
+    return Parts(build, Ranker.load(ranker) if ranker else default_ranker(), sign_map, PROFILES[profile or "full"].budget)
 
 
 @cli_errors("python -m bench.gtsdb")
@@ -366,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.ranker and len(args.ranker) not in (1, len(args.build)):
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
-    parts = [_parts(b, args) for b in args.build]
+    parts = [parts_of(b, ranker=args.ranker[0] if args.ranker else None, sign_map=args.sign_map, profile=args.profile)
+             for b in args.build]
     metas = [read_metadata(p.build) for p in parts]
     sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
     frames, gt = load_frames(args.frames, sign_classes)

@@ -10,7 +10,8 @@ Every sign of a GTSDB-layout folder gets one reason, the first that applies:
   (or that a surer overlapping detection suppressed);
 * ``loose``: the right class, but the detection's box is off (IoU in [``--near``, ``--iou``)): what
   box refinement could win;
-* ``cut``: a candidate at IoU >= ``--iou`` existed, but ranking, NMS or the cap on proposals dropped it;
+* ``cut``: a candidate at IoU >= ``--iou`` existed, but ranking, NMS, the cap on proposals or the profile's
+  budget (``--profile``: e.g. ``pi`` reads the map's 5 best boxes and no colour proposal) dropped it;
 * ``near``: no candidate at IoU >= ``--iou``, the best one at IoU >= ``--near`` (a grow factor off);
 * ``none``: no candidate near the sign: no cue sees it.
 
@@ -23,6 +24,8 @@ With ``--build`` every false detection (one that is no hit) gets a kind too, by 
 * ``background``: it touches no sign.
 
 They are counted by the cue that proposed the box (a colour cue, or ``map``).
+
+``--build`` may be a bundle (``python -m export.bundle``): its own ranker, sign map and profile are diagnosed.
 
 Without ``--build`` only the proposal stage is diagnosed: ``proposed`` (a proposal at IoU >= ``--iou``),
 ``cut``, ``near``, ``none``. Counts come by class and by size. A folder whose frames fitted the build's
@@ -42,14 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.gtsdb import frames_that_trained, load_frames
+from bench.gtsdb import frames_that_trained, load_frames, parts_of
 from bench.matching import match_pairs
 from runtime.annotations import GTSRB_CLASS_NAMES, Annotation, select_frames
 from runtime.builds import read_metadata
 from runtime.classifier import Classifier, Detection
 from runtime.cli import HelpFormatter
 from runtime.errors import cli_errors
-from runtime.pipeline import FramePipeline
+from runtime.pipeline import PROFILES, UNLIMITED, Budget, FramePipeline
 from runtime.proposals import ProposalConfig, Ranker, candidates, default_ranker, propose
 from runtime.roi import iou_matrix
 from runtime.sign_map import SignMap
@@ -191,11 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "its false detections are (misread, double, loose, part of a sign, background), by cue.)",
         epilog="examples:\n  python -m bench.misses --frames data/GTSDB/gtsdb-train\n"
                "  python -m bench.misses --frames data/GTSDB/gtsdb-train --build runs/bg-train/model_int8.tflite\n"
-               "  python -m bench.misses --frames gtsdb/ --ranker ranker.json --json > fates.json",
+               "  python -m bench.misses --frames gtsdb/ --ranker ranker.json --json > fates.json\n"
+               "  python -m bench.misses --frames gtsdb/ --build runs/quickstart/bundle --profile pi",
     )
     p.add_argument("--frames", type=Path, required=True, help="folder of frames + gt.txt (image;left;top;right;bottom;ClassId)")
     p.add_argument("--build", type=Path, default=None,
-                   help=".tflite/.onnx build with metadata: diagnose detections too (default: the proposal stage only)")
+                   help=".tflite/.onnx build with metadata, or a bundle (python -m export.bundle) with its own ranker and sign "
+                        "map: diagnose detections too (default: the proposal stage only)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="with --build, the budget a frame the pipeline reads at (runtime.pipeline.PROFILES; default: a "
+                        "bundle's own, else full): signs its budget leaves unread count as cut")
     p.add_argument("--ranker", type=Path, default=None,
                    help="proposal ranker JSON (python -m train.frames.ranker --out); default: the runtime's own")
     p.add_argument("--sign-map", type=Path, default=None,
@@ -217,8 +225,9 @@ class Diagnosis:
 
 
 def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = None, subset: str = "all",
-             iou: float = 0.5, near: float = 0.3, sign_map: Path | None = None) -> Diagnosis:
-    """Every sign's fate in the chosen frames of ``data`` (see the module docstring)."""
+             iou: float = 0.5, near: float = 0.3, sign_map: Path | None = None, budget: Budget = UNLIMITED) -> Diagnosis:
+    """Every sign's fate in the chosen frames of ``data`` (see the module docstring); with ``build``, its pipeline reads
+    what ``budget`` allows."""
     ranker = ranker or default_ranker()
     meta = read_metadata(build) if build is not None else None
     if meta is not None:
@@ -229,7 +238,7 @@ def diagnose(data: Path, *, build: Path | None = None, ranker: Ranker | None = N
     frames, gt = load_frames(data, num)
     keep = set(select_frames([stem for stem, _ in frames], subset))
     learned = SignMap(sign_map) if sign_map is not None else None
-    pipe = (FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker, sign_map=learned)
+    pipe = (FramePipeline(Classifier.from_build(build, threads=2), ranker=ranker, sign_map=learned, budget=budget)
             if build is not None else None)
     cfg = pipe.proposals if pipe is not None else ProposalConfig()
     false: list[FalseDetection] = []
@@ -256,15 +265,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.near <= args.iou <= 1:
         parser.error(f"need 0 < --near ({args.near}) <= --iou ({args.iou}) <= 1")
-    ranker = Ranker.load(args.ranker) if args.ranker else None
-    d = diagnose(args.frames, build=args.build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near,
-                 sign_map=args.sign_map)
+    if args.profile and args.build is None:
+        parser.error("--profile sets the budget of a build's pipeline: give --build too")
+    if args.build is not None:
+        parts = parts_of(args.build, ranker=args.ranker, sign_map=args.sign_map, profile=args.profile)
+        d = diagnose(args.frames, build=parts.build, ranker=parts.ranker, subset=args.subset, iou=args.iou, near=args.near,
+                     sign_map=parts.sign_map, budget=parts.budget)
+    else:
+        d = diagnose(args.frames, ranker=Ranker.load(args.ranker) if args.ranker else None, subset=args.subset,
+                     iou=args.iou, near=args.near, sign_map=args.sign_map)
     fates = d.fates
     if args.json:
         print(json.dumps([f.__dict__ for f in fates], indent=1))
         return 0
     stages = STAGES if args.build is not None else PROPOSAL_STAGES
-    what = f"{args.build}" if args.build is not None else "the proposal stage"
+    what = "the proposal stage"
+    if args.build is not None:
+        what = f"{args.build}" + (f" (--profile {args.profile})" if args.profile else "")
     print(f"{what} on {d.frames} frames of {args.frames} ({len(fates)} signs), "
           f"IoU {args.iou}, near {args.near}")
     if d.fitted:

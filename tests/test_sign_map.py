@@ -543,6 +543,39 @@ def test_a_bundle_carries_the_parts_runs_alone_and_refuses_a_replaced_part(bande
 
 
 @pytest.mark.slow
+def test_bench_misses_diagnoses_a_bundle_at_its_profile(banded, frames, exported, tmp_path, capsys):
+    """bench.misses --build BUNDLE reads the bundle's own parts at its profile's budget: what `pi` leaves unread is cut."""
+    from bench import misses
+    from export import bundle as bundle_cli
+    from runtime.bundle import Bundle
+    from runtime.pipeline import PROFILES
+
+    pi = tmp_path / "bundle-pi"
+    assert bundle_cli.main(["--run", str(exported), "--sign-map", str(banded), "--profile", "pi", "--out", str(pi)]) == 0
+    parts = gtsdb.parts_of(pi)
+    assert parts.budget == PROFILES["pi"].budget and parts.sign_map == Bundle.open(pi).part("sign_map")
+    kw = {"build": parts.build, "ranker": parts.ranker, "sign_map": parts.sign_map}
+    full = misses.diagnose(frames, **kw, budget=PROFILES["full"].budget)
+    low = misses.diagnose(frames, **kw, budget=parts.budget)
+    assert len(low.fates) == len(full.fates) > 0 and low.fitted == full.fitted != set()
+    read = set(misses.STAGES) - {"cut", "near", "none"}  # a proposal the classifier read
+    assert sum(f.reason in read for f in low.fates) <= sum(f.reason in read for f in full.fates)
+    assert sum(f.reason == "cut" for f in low.fates) >= sum(f.reason == "cut" for f in full.fates)
+    assert {f.cue for f in low.false} <= {"map", "band"}  # pi runs no colour stage
+    capsys.readouterr()
+    assert misses.main(["--frames", str(frames), "--build", str(pi), "--json"]) == 0  # the bundle's own profile: pi
+    assert [f["reason"] for f in json.loads(capsys.readouterr().out)] == [f.reason for f in low.fates]
+    assert misses.main(["--frames", str(frames), "--build", str(pi), "--profile", "full"]) == 0
+    out = capsys.readouterr().out
+    assert f"{pi} (--profile full) on " in out and f"{len(full.false)} false detections" in out
+    assert misses.main(["--frames", str(frames), "--build", str(pi), "--sign-map", str(banded)]) == 1
+    assert "carries its own ranker and sign map" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        misses.main(["--frames", str(frames), "--profile", "pi"])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
 def test_the_report_scores_frames_with_the_runs_own_bundle(fitted, frames, exported, tmp_path):
     """bench.report --frames reads the run's bundle (its ranker and sign map) and shows crops and G MACs a frame."""
     import shutil
