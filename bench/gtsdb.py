@@ -371,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.ranker and len(args.ranker) not in (1, len(args.build)):
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
-    parts = [parts_of(b, ranker=args.ranker[0] if args.ranker else None, sign_map=args.sign_map, profile=args.profile)
-             for b in args.build]
+    rankers = args.ranker * len(args.build) if args.ranker and len(args.ranker) == 1 else args.ranker or [None] * len(args.build)
+    parts = [parts_of(b, ranker=r, sign_map=args.sign_map, profile=args.profile) for b, r in zip(args.build, rankers)]
     metas = [read_metadata(p.build) for p in parts]
     sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
     frames, gt = load_frames(args.frames, sign_classes)
@@ -380,9 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [(stem, f) for stem, f in frames if stem in keep]
     if "builtin" not in args.proposals:
         parts = [replace(p, ranker=None) for p in parts]
-    elif args.ranker:
-        loaded = [Ranker.load(r) for r in args.ranker]
-        parts = [replace(p, ranker=r) for p, r in zip(parts, loaded if len(loaded) == len(parts) else loaded * len(parts))]
     per_build = []
     cpu = describe_cpu()
     for part in parts:

@@ -267,13 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"need 0 < --near ({args.near}) <= --iou ({args.iou}) <= 1")
     if args.profile and args.build is None:
         parser.error("--profile sets the budget of a build's pipeline: give --build too")
-    if args.build is not None:
+    build, sign_map, budget = args.build, args.sign_map, UNLIMITED
+    if args.build is not None:  # a build's parts as bench.gtsdb reads them (a bundle: its own)
         parts = parts_of(args.build, ranker=args.ranker, sign_map=args.sign_map, profile=args.profile)
-        d = diagnose(args.frames, build=parts.build, ranker=parts.ranker, subset=args.subset, iou=args.iou, near=args.near,
-                     sign_map=parts.sign_map, budget=parts.budget)
+        build, ranker, sign_map, budget = parts.build, parts.ranker, parts.sign_map, parts.budget
     else:
-        d = diagnose(args.frames, ranker=Ranker.load(args.ranker) if args.ranker else None, subset=args.subset,
-                     iou=args.iou, near=args.near, sign_map=args.sign_map)
+        ranker = Ranker.load(args.ranker) if args.ranker else None
+    d = diagnose(args.frames, build=build, ranker=ranker, subset=args.subset, iou=args.iou, near=args.near,
+                 sign_map=sign_map, budget=budget)
     fates = d.fates
     if args.json:
         print(json.dumps([f.__dict__ for f in fates], indent=1))

@@ -51,7 +51,6 @@ def test_distillation_with_road_frames_is_refused_before_anything_runs(tmp_path)
     assert proc.stderr.count("\n") == 1 and "leave out GTSDB_DIR" in proc.stderr
 
 
-
 def test_the_frame_recipe_fits_its_parts_on_the_fitting_frames_and_scores_one_bundle(tmp_path):
     run = "runs/quickstart"
     fit = f"{tmp_path}/a {tmp_path}/b"
