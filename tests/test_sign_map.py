@@ -592,3 +592,45 @@ def test_the_report_scores_frames_with_the_runs_own_bundle(fitted, frames, expor
     mapped, note = report.frame_scores(Run.open(run), frames, repeat=1)
     assert "sign map" in note and set(mapped) == set(scores)
     assert mapped["tflite-int8"]["gmacs"] > scores["tflite-int8"]["gmacs"]  # the map's multiply-accumulates count
+
+
+def test_a_fit_cut_short_resumes_to_the_weights_of_one_that_was_not(frames, tmp_path, monkeypatch, capsys):
+    import keras
+
+    def weights(out):
+        return keras.saving.load_model(out / "sign_map.keras", compile=False).get_weights()
+
+    whole = fit.fit_sign_map([frames], tmp_path / "whole", steps=20, crop=128, progress=False)  # a checkpoint every 2 steps
+    crops, made = fit._crops, []
+
+    def killed_at_step_14(*args, **kwargs):
+        made.append(1)
+        if len(made) == 14:
+            raise KeyboardInterrupt
+        return crops(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "_crops", killed_at_step_14)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit_sign_map([frames], cut, steps=20, crop=128, progress=False)
+    state = json.loads((cut / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 12 and sorted(p.name for p in (cut / "checkpoint").iterdir()) == ["map-12.keras", "state.json"]
+    assert not (cut / "sign_map.keras").exists()
+    monkeypatch.setattr(fit, "_crops", crops)
+    capsys.readouterr()
+    # a fresh fit into it, or one with other settings, would lose it: refused in one line
+    assert fit.main(["--frames", str(frames), "--out", str(cut), "--steps", "20", "--quiet"]) == 1
+    assert "unfinished fit" in capsys.readouterr().err
+    assert fit.main(["--frames", str(frames), "--out", str(cut), "--steps", "30", "--quiet", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "other settings (steps 20 -> 30; crop 128 -> 256)" in err and "Traceback" not in err
+
+    fit.fit_sign_map([frames], cut, steps=20, crop=128, progress=False, resume=True)
+    assert "resuming" in capsys.readouterr().err
+    assert not (cut / "checkpoint").exists()
+    for a, b in zip(weights(whole), weights(cut)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert json.loads((cut / "fit.json").read_text())["settings"] == json.loads((whole / "fit.json").read_text())["settings"]
+    before = (cut / "sign_map.keras").stat().st_mtime_ns
+    fit.fit_sign_map([frames], cut, steps=20, crop=128, progress=False, resume=True)
+    assert "nothing to do" in capsys.readouterr().err and (cut / "sign_map.keras").stat().st_mtime_ns == before

@@ -13,12 +13,15 @@ dataset (GTSRB) are pasted into sign-free places of the crops too, and marked in
 Writes OUT/sign_map.keras and OUT/fit.json (the scale, stride, score threshold and the frames it was
 fitted on, so ``bench.gtsdb`` will not score it on them); ``python -m export.sign_map`` writes its int8
 build after a gate: on the fitting frames, the int8 map's boxes must find the signs the float map's boxes find.
+While it runs, OUT/checkpoint/ holds its weights, optimizer and random state every CHECKPOINT_EVERY steps:
+``--resume`` continues an interrupted fit from there, to the weights an uninterrupted fit reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +53,8 @@ PASTE_POOL_SIZE = 48  # side of the pool's crops; larger signs are upscaled from
 # of a light map proposed 0.764 and 0.738 of two held-out folds' signs, 0.733 and 0.701 with neither (docs/decisions.md).
 ZOOM = 0.25
 FLIP = True
+CHECKPOINT_EVERY = 1000  # steps between checkpoints: at most about 3 minutes of a light map's fit lost (6.7 steps/s, 2 x86 cores)
+CHECKPOINT_FORMAT = "signkit-signmap-checkpoint/1"
 
 
 TRUNKS = ("standard", "light")
@@ -251,17 +256,20 @@ def read_frame_sets(folders: Sequence[Path], subset: str) -> tuple[list[np.ndarr
 def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all", steps: int = STEPS, batch: int = 16,
                  crop: int = 256, seed: int = 0, paste: Path | None = None, paste_rate: float = 1.0,
                  paste_images: int = 8000, paste_sampling: str = "images", progress: bool = True,
-                 trunk: str = "standard", zoom: float = ZOOM, flip: bool = FLIP, scale: float = SCALE) -> Path:
+                 trunk: str = "standard", zoom: float = ZOOM, flip: bool = FLIP, scale: float = SCALE,
+                 resume: bool = False) -> Path:
     """Fit the map on the chosen frames of ``frames_dirs``; write OUT/sign_map.keras and OUT/fit.json (what
     ``python -m export.sign_map`` turns into the int8 build); the folder.
 
     ``paste``: a sign dataset (any layout ``train.data`` reads) whose crops are pasted into the training crops,
     ``paste_rate`` signs a crop on average (Poisson), drawn from ``paste_images`` of its images, picked by
     ``paste_sampling`` (:func:`pool_indices`); ``zoom`` and ``flip`` as :func:`_crops` says. ``scale``: the frame's
-    size the map sees (its input: :func:`map_size`); the frames shrink as the runtime shrinks them.
+    size the map sees (its input: :func:`map_size`); the frames shrink as the runtime shrinks them. ``resume``:
+    continue OUT/checkpoint/ (a fit of the same settings cut short), or do nothing if OUT holds that fit finished.
 
     Raises:
-        ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop.
+        ConfigError: no annotated frames, frames of different sizes, or frames smaller than a training crop; OUT holds an
+            unfinished fit and ``resume`` is not given, or ``resume`` and OUT's fit has other settings.
     """
     if paste is not None and not paste_rate > 0:
         raise ConfigError(f"a paste rate of {paste_rate} pastes nothing from {paste}; give a rate above 0, or no sign dataset")
@@ -277,28 +285,53 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     smalls = [map_input(f, w, h) for f in frames]
     del frames
     ensure_writable_dir(out)
+    ckpt = out / "checkpoint"
+    if not resume and (ckpt / "state.json").is_file():
+        raise ConfigError(f"{out} holds an unfinished fit ({ckpt}); continue it with --resume, or give another --out")
     pool, pasted = None, None
     if paste is not None:
         pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress, sampling=paste_sampling)
         pasted["rate"] = paste_rate
+    settings = {"sources": [{k: v for k, v in src.items() if k != "path"} for src in sources], "steps": steps, "batch": batch,
+                "crop": crop, "seed": seed, "paste": pasted and {k: v for k, v in pasted.items() if k != "source"},
+                "paste_images": paste_images if paste is not None else None, "trunk": trunk, "zoom": zoom, "flip": flip,
+                "scale": scale}
+    state = _read_checkpoint(ckpt, settings, out) if resume else None
+    if resume and state is None:
+        if _finished(out, settings):
+            print(f"sign map: {out} already holds this fit finished; nothing to do", file=sys.stderr)
+            return out
+        print(f"note: --resume found no checkpoint in {ckpt}; starting from scratch", file=sys.stderr)
 
     select_backend("tensorflow", "auto")
     gpu_available("tensorflow")  # starts TensorFlow without its CUDA notes on a machine without a GPU
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_map_model(keras, trunk=trunk)
-    model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss=map_loss)
     rng = np.random.default_rng(seed)
-    t0 = time.time()
+    start, before = 0, 0.0
+    if state is None:
+        model = build_map_model(keras, trunk=trunk)
+        model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss=map_loss)
+    else:
+        model = keras.saving.load_model(ckpt / state["model"], custom_objects={"map_loss": map_loss})
+        rng.bit_generator.state = state["rng"]
+        start, before = int(state["step"]), float(state["seconds"])
+        if start >= int(steps * 0.7):
+            model.optimizer.learning_rate.assign(5e-4)
+        print(f"sign map: resuming {out} at step {start + 1}/{steps}", file=sys.stderr, flush=True)
+    t0 = time.time() - before
     every = max(1, min(250, steps // 20))  # a line every 5 % of the fit (at most every 250 steps), --quiet or not
-    for step in range(steps):
+    save_every = max(1, min(CHECKPOINT_EVERY, steps // 10))
+    for step in range(start, steps):
         if step == int(steps * 0.7):
             model.optimizer.learning_rate.assign(5e-4)
         loss = float(model.train_on_batch(*_crops(rng, smalls, signs, crop, batch, pool, paste_rate, zoom, flip, scale)))
         if step % every == 0 or step == steps - 1:
             print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr,
                   flush=True)
+        if (step + 1) % save_every == 0 and step + 1 < steps:
+            _write_checkpoint(ckpt, model, step + 1, rng, settings, time.time() - t0)
     fixed = build_map_model(keras, h, w, trunk)
     fixed.set_weights(model.get_weights())
     with atomic_path(out / "sign_map.keras") as tmp:
@@ -306,11 +339,61 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     fit: dict[str, Any] = {"format": FIT_FORMAT, "sources": sources, "scale": scale, "stride": STRIDE, "min_score": MIN_SCORE,
            "top_k": TOP_K, "size_unit": SIZE_UNIT, "trunk": trunk, "steps": steps, "seed": seed, "training_seconds": round(time.time() - t0, 1),
            "params": int(fixed.count_params()), "macs": map_macs(fixed), "pasted": pasted,
-           "augment": {"zoom": zoom, "flip": flip}}
+           "augment": {"zoom": zoom, "flip": flip}, "settings": settings}
     write_text_atomic(out / "fit.json", json.dumps(fit, indent=2))
+    shutil.rmtree(ckpt, ignore_errors=True)
     print(f"sign map fitted on {sum(len(s['frames']) for s in sources)} frames ({fit['params']:,} params, "
           f"{fit['macs'] / 1e6:.0f} M MACs a frame) -> {out}; export it with `python -m export.sign_map --map {out}`")
     return out
+
+
+def _write_checkpoint(folder: Path, model: Any, step: int, rng: np.random.Generator, settings: dict[str, Any],
+                      seconds: float) -> None:
+    """The fit so far: the model with its optimizer as map-STEP.keras, then state.json naming it (the step, the crops'
+    random state, the settings it belongs to), then the older model file removed, so a fit killed at any point leaves
+    a checkpoint that is whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"map-{step}.keras"
+    with atomic_path(folder / name) as tmp:
+        model.save(tmp)
+    write_text_atomic(folder / "state.json", json.dumps({"format": CHECKPOINT_FORMAT, "step": step, "model": name,
+                                                        "seconds": round(seconds, 1), "rng": rng.bit_generator.state,
+                                                        "settings": settings}))
+    for old in folder.glob("map-*.keras"):
+        if old.name != name:
+            old.unlink()
+
+
+def _differences(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    return [k if k == "sources" else f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+
+
+def _read_checkpoint(folder: Path, settings: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """The checkpoint in ``folder`` (None: there is none), refused unless it belongs to a fit of ``settings``."""
+    path = folder / "state.json"
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        ok = state.get("format") == CHECKPOINT_FORMAT and (folder / state["model"]).is_file()
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{path} is not a whole checkpoint of this version's fit; remove {folder} to start over")
+    diff = _differences(state["settings"], settings)
+    if diff:
+        raise ConfigError(f"{out} was being fitted with other settings ({'; '.join(diff)}); resume it with the same "
+                          f"arguments, or give another --out")
+    return state
+
+
+def _finished(out: Path, settings: dict[str, Any]) -> bool:
+    """Whether OUT holds a finished fit of ``settings``."""
+    try:
+        recorded = json.loads((out / "fit.json").read_text()).get("settings")
+    except (OSError, ValueError):
+        return False
+    return recorded is not None and (out / "sign_map.keras").is_file() and not _differences(recorded, settings)
 
 
 def map_size(frame_hw: tuple[int, ...], scale: float) -> tuple[int, int]:
@@ -360,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the frame's size the map sees, as a fraction: 0.5 is 680x400 of a 1360x800 frame; larger finds "
                         "more small signs and fewer large ones, for MACs growing with its square (docs/decisions.md; "
                         "python -m export.sign_map can export it at another scale too)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the fit cut short in OUT (OUT/checkpoint/, written every 1000 steps) with the same "
+                        "arguments; an OUT that holds this fit finished is left as it is")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
@@ -381,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--paste-sampling chooses which signs --paste pastes; give --paste SIGNS too, or leave it out")
     fit_sign_map(args.frames, args.out, subset=args.subset, steps=args.steps, seed=args.seed, paste=args.paste,
                  paste_rate=args.paste_rate, paste_sampling=args.paste_sampling or "images", progress=not args.quiet,
-                 trunk=args.trunk, zoom=args.zoom, flip=args.flip, scale=args.scale)
+                 trunk=args.trunk, zoom=args.zoom, flip=args.flip, scale=args.scale, resume=args.resume)
     return 0
 
 
