@@ -395,4 +395,7 @@ def test_the_sign_map_fit_is_quiet_but_for_its_progress(tmp_path):
                            "--steps", "20", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cuInit" not in proc.stderr and "cuda" not in proc.stderr.lower()
-    assert proc.stderr.count("sign map: step") == 20  # a line every step of 20 (5 % of them)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("sign map: step")]
+    assert len(lines) == 20  # a line every step of 20 (5 % of them)
+    # the time left, at the pace after the first step (which traces the graph); the last says none is left
+    assert "left" not in lines[0] and all("min left)" in line for line in lines[1:]) and lines[-1].endswith("about 0 min left)")

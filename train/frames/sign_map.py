@@ -321,6 +321,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
             model.optimizer.learning_rate.assign(5e-4)
         print(f"sign map: resuming {out} at step {start + 1}/{steps}", file=sys.stderr, flush=True)
     t0 = time.time() - before
+    paced: tuple[int, float] | None = None  # this run's first step done, and when: the pace is timed from it (the first traces the graph)
     every = max(1, min(250, steps // 20))  # a line every 5 % of the fit (at most every 250 steps), --quiet or not
     save_every = max(1, min(CHECKPOINT_EVERY, steps // 10))
     for step in range(start, steps):
@@ -328,8 +329,12 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
             model.optimizer.learning_rate.assign(5e-4)
         loss = float(model.train_on_batch(*_crops(rng, smalls, signs, crop, batch, pool, paste_rate, zoom, flip, scale)))
         if step % every == 0 or step == steps - 1:
-            print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({time.time() - t0:.0f} s)", file=sys.stderr,
-                  flush=True)
+            now, eta = time.time(), ""
+            if paced is not None and step + 1 > paced[0]:
+                eta = f", about {(steps - step - 1) * (now - paced[1]) / (step + 1 - paced[0]) / 60:.0f} min left"
+            print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({now - t0:.0f} s{eta})", file=sys.stderr, flush=True)
+        if paced is None:
+            paced = (step + 1, time.time())
         if (step + 1) % save_every == 0 and step + 1 < steps:
             _write_checkpoint(ckpt, model, step + 1, rng, settings, time.time() - t0)
     fixed = build_map_model(keras, h, w, trunk)
