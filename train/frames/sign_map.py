@@ -370,6 +370,7 @@ def _write_checkpoint(folder: Path, model: Any, step: int, rng: np.random.Genera
 
 
 def _differences(recorded: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """What ``settings`` change of the ``recorded`` ones, a phrase each (the frames by name only)."""
     return [k if k == "sources" else f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
 
 
@@ -449,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "more small signs and fewer large ones, for MACs growing with its square (docs/decisions.md; "
                         "python -m export.sign_map can export it at another scale too)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the fit cut short in OUT (OUT/checkpoint/, written every 1000 steps) with the same "
-                        "arguments; an OUT that holds this fit finished is left as it is")
+                   help="continue the fit cut short in OUT (OUT/checkpoint/, written every 1000 steps, a tenth of a shorter "
+                        "fit) with the same arguments; an OUT that holds this fit finished is left as it is")
     p.add_argument("--quiet", action="store_true", help="no progress bar while the pasted signs load (the fit still prints a "
                    "line every 5 %% of its steps)")
     return p
