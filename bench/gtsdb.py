@@ -371,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
     if args.ranker and len(args.ranker) not in (1, len(args.build)):
         parser.error(f"give one --ranker for all builds or one per --build ({len(args.build)})")
-    rankers = args.ranker * len(args.build) if args.ranker and len(args.ranker) == 1 else args.ranker or [None] * len(args.build)
+    rankers = args.ranker or [None]
+    rankers = rankers * len(args.build) if len(rankers) == 1 else rankers  # one for all builds, or one each
     parts = [parts_of(b, ranker=r, sign_map=args.sign_map, profile=args.profile) for b, r in zip(args.build, rankers)]
     metas = [read_metadata(p.build) for p in parts]
     sign_classes = min(len(m["class_names"]) - (m.get("background_class") is not None) for m in metas)
