@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -346,6 +347,38 @@ def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_pat
     pasted = json.loads((path / "fit.json").read_text())["pasted"]
     assert pasted["images"] > 0 and pasted["rate"] == 2 and pasted["fingerprint"] and pasted["source"] == str(kaggle_dir)
     assert pasted["sampling"] == "images"
+
+
+def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_signs(frames, kaggle_dir, tmp_path,
+                                                                                  monkeypatch, capsys):
+    import shutil
+
+    import cv2
+
+    crops, made = fit._crops, []
+
+    def killed_at_step_3(*args, **kwargs):
+        made.append(1)
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        return crops(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "_crops", killed_at_step_3)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit_sign_map([frames], out, steps=4, crop=128, paste=kaggle_dir, progress=False)  # killed in step 3
+    monkeypatch.setattr(fit, "_crops", crops)
+    copy = shutil.copytree(kaggle_dir, tmp_path / "copy")  # new files' times: another dataset fingerprint
+    for f in copy.rglob("*.png"):
+        os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)
+    other = shutil.copytree(kaggle_dir, tmp_path / "other")
+    for f in other.rglob("*.png"):
+        cv2.imwrite(str(f), 255 - cv2.imread(str(f)))
+    with pytest.raises(ConfigError, match=r"other settings \(paste"):
+        fit.fit_sign_map([frames], out, steps=4, crop=128, paste=other, progress=False, resume=True)
+    capsys.readouterr()
+    fit.fit_sign_map([frames], out, steps=4, crop=128, paste=copy, progress=False, resume=True)
+    assert "resuming" in capsys.readouterr().err and (out / "sign_map.keras").is_file()
 
 
 def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():

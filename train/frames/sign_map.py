@@ -20,6 +20,7 @@ While it runs, OUT/checkpoint/ holds its weights, optimizer and random state eve
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -141,8 +142,10 @@ def load_paste_pool(path: Path, count: int, seed: int, size: int = PASTE_POOL_SI
     data = load_dataset(path, subset="train", size=size, margin=PASTE_MARGIN, progress=progress)
     pick = pool_indices(data.labels, count, seed, sampling)
     pool = np.ascontiguousarray(data.images[pick][..., ::-1])
-    return pool, {"source": str(Path(path).resolve()), "fingerprint": data.fingerprint, "images": len(pool),
-                  "sampling": sampling}
+    # "pixels" names the pool by what it holds: a copied or remounted dataset changes its files' times (and so
+    # "fingerprint") but not the signs a fit pastes, so a fit resumes on it.
+    return pool, {"source": str(Path(path).resolve()), "fingerprint": data.fingerprint,
+                  "pixels": hashlib.sha256(pool.tobytes()).hexdigest()[:16], "images": len(pool), "sampling": sampling}
 
 
 def paste_signs(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, pool: np.ndarray, count: int,
@@ -293,7 +296,7 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
         pool, pasted = load_paste_pool(paste, paste_images, seed, progress=progress, sampling=paste_sampling)
         pasted["rate"] = paste_rate
     settings = {"sources": [{k: v for k, v in src.items() if k != "path"} for src in sources], "steps": steps, "batch": batch,
-                "crop": crop, "seed": seed, "paste": pasted and {k: v for k, v in pasted.items() if k != "source"},
+                "crop": crop, "seed": seed, "paste": pasted and {k: v for k, v in pasted.items() if k not in ("source", "fingerprint")},
                 "paste_images": paste_images if paste is not None else None, "trunk": trunk, "zoom": zoom, "flip": flip,
                 "scale": scale}
     state = _read_checkpoint(ckpt, settings, out) if resume else None
