@@ -223,7 +223,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     common = {"format": MAP_FORMAT, "colour": "bgr", "fit_scale": fit["scale"], "stride": fit["stride"], **decoding,
               "fitted_on": [{"gt_sha256": src["gt_sha256"], "frames": src["frames"]} for src in fit["sources"]],
               "steps": fit["steps"], "training_seconds": fit["training_seconds"], "params": int(model.count_params()),
-              "pasted": fit.get("pasted")}
+              "pasted": {k: v for k, v in fit["pasted"].items() if k != "source"} if fit.get("pasted") else None}  # no machine path
     meta = {**common, "input": [h, w, 3], "scale": scale, "macs": map_macs(model),
             "int8_signs_kept": round(kept / found, 4) if found else 1.0,
             "gate": {"signs_found_by_float": found, "kept_by_int8": kept, "iou": MATCH_IOU, "min_agreement": min_agreement},

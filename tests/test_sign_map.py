@@ -379,6 +379,9 @@ def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_sign
     capsys.readouterr()
     fit.fit_sign_map([frames], out, steps=4, crop=128, paste=copy, progress=False, resume=True)
     assert "resuming" in capsys.readouterr().err and (out / "sign_map.keras").is_file()
+    built = export_map.export_sign_map(out, min_agreement=0.0)
+    sidecars = [f.read_text() for f in built.parent.glob("*.tflite.json")]
+    assert sidecars and all(json.loads(t)["pasted"]["pixels"] and str(copy) not in t for t in sidecars)  # no machine path
 
 
 def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():
