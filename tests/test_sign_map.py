@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -349,25 +350,33 @@ def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_pat
     assert pasted["sampling"] == "images"
 
 
+@contextlib.contextmanager
+def killed_in_step(step: int, monkeypatch):
+    """A fit inside it is interrupted (as by Ctrl-C) while it draws the crops of its ``step``-th step."""
+    crops, made = fit._crops, []
+
+    def killed(*args, **kwargs):
+        made.append(1)
+        if len(made) == step:
+            raise KeyboardInterrupt
+        return crops(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "_crops", killed)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(fit, "_crops", crops)
+
+
 def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_signs(frames, kaggle_dir, tmp_path,
                                                                                   monkeypatch, capsys):
     import shutil
 
     import cv2
 
-    crops, made = fit._crops, []
-
-    def killed_at_step_3(*args, **kwargs):
-        made.append(1)
-        if len(made) == 3:
-            raise KeyboardInterrupt
-        return crops(*args, **kwargs)
-
-    monkeypatch.setattr(fit, "_crops", killed_at_step_3)
     out = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        fit.fit_sign_map([frames], out, steps=4, crop=128, paste=kaggle_dir, progress=False)  # killed in step 3
-    monkeypatch.setattr(fit, "_crops", crops)
+    with killed_in_step(3, monkeypatch), pytest.raises(KeyboardInterrupt):
+        fit.fit_sign_map([frames], out, steps=4, crop=128, paste=kaggle_dir, progress=False)
     copy = shutil.copytree(kaggle_dir, tmp_path / "copy")  # new files' times: another dataset fingerprint
     for f in copy.rglob("*.png"):
         os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)
@@ -637,22 +646,12 @@ def test_a_fit_cut_short_resumes_to_the_weights_of_one_that_was_not(frames, tmp_
         return keras.saving.load_model(out / "sign_map.keras", compile=False).get_weights()
 
     whole = fit.fit_sign_map([frames], tmp_path / "whole", steps=20, crop=128, progress=False)  # a checkpoint every 2 steps
-    crops, made = fit._crops, []
-
-    def killed_at_step_14(*args, **kwargs):
-        made.append(1)
-        if len(made) == 14:
-            raise KeyboardInterrupt
-        return crops(*args, **kwargs)
-
-    monkeypatch.setattr(fit, "_crops", killed_at_step_14)
     cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_step(14, monkeypatch), pytest.raises(KeyboardInterrupt):
         fit.fit_sign_map([frames], cut, steps=20, crop=128, progress=False)
     state = json.loads((cut / "checkpoint" / "state.json").read_text())
     assert state["step"] == 12 and sorted(p.name for p in (cut / "checkpoint").iterdir()) == ["map-12.keras", "state.json"]
     assert not (cut / "sign_map.keras").exists()
-    monkeypatch.setattr(fit, "_crops", crops)
     capsys.readouterr()
     # a fresh fit into it, or one with other settings, would lose it: refused in one line
     assert fit.main(["--frames", str(frames), "--out", str(cut), "--steps", "20", "--quiet"]) == 1
