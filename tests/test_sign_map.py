@@ -19,6 +19,7 @@ from runtime.errors import BuildError, ConfigError
 from runtime.pipeline import FramePipeline, ProposalsAhead
 from runtime.sign_map import MAP_CUE, MAP_FILE, SignMap, decode, map_input
 from tests import synth
+from train.frames import map_crops
 from train.frames import sign_map as fit
 
 DECODING = {"min_score": fit.MIN_SCORE, "top_k": fit.TOP_K, "size_unit": fit.SIZE_UNIT}
@@ -296,9 +297,9 @@ def _solid_pool(n: int = 6) -> np.ndarray:
 def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
     img = np.full((128, 128, 3), 40, np.uint8)
     t = np.zeros((128 // fit.STRIDE, 128 // fit.STRIDE, 3), np.float32)
-    fit.mark_sign(t, 20.0, 20.0, 16.0)  # a sign already there
+    map_crops.mark_sign(t, 20.0, 20.0, 16.0)  # a sign already there
     before = img.copy()
-    n = fit.paste_signs(np.random.default_rng(3), img, t, _solid_pool(), 4)
+    n = map_crops.paste_signs(np.random.default_rng(3), img, t, _solid_pool(), 4)
     assert n >= 1 and t[..., 2].sum() == n + 1
     centres = np.argwhere(t[..., 2] == 1) * fit.STRIDE
     for cy, cx in centres:
@@ -307,10 +308,10 @@ def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
         assert np.hypot(cy - 20, cx - 20) > 16  # not on the sign that was there
         assert img[cy, cx].astype(int).sum() > before[cy, cx].astype(int).sum()  # the bright sign is there now
         side = 2 ** (t[cy // fit.STRIDE, cx // fit.STRIDE, 1] * fit.SIZE_UNIT) * fit.SCALE
-        assert fit.PASTE_SIDES[0] - 1 <= side <= fit.PASTE_SIDES[1] + 1
+        assert map_crops.PASTE_SIDES[0] - 1 <= side <= map_crops.PASTE_SIDES[1] + 1
     changed = np.argwhere((img != before).any(axis=2))
     far = np.min([np.hypot(*(changed - c).T) for c in centres], axis=0)
-    assert far.max() < fit.PASTE_SIDES[1]  # pixels change only around what was pasted
+    assert far.max() < map_crops.PASTE_SIDES[1]  # pixels change only around what was pasted
 
 
 @pytest.mark.parametrize("scale", [0.5, 0.625])
@@ -324,7 +325,7 @@ def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored(scal
     rng = np.random.default_rng(0)
     sides, mirrored = [], 0
     for _ in range(40):
-        xs, ys = fit._crops(rng, [small], signs, 64, 1, zoom=0.3, flip=True, scale=scale)
+        xs, ys = map_crops.crops(rng, [small], signs, 64, 1, zoom=0.3, flip=True, scale=scale)
         patch, t = xs[0].mean(axis=2), ys[0]
         if t[..., 2].sum() == 0:
             continue  # the sign's centre fell outside this crop
@@ -353,7 +354,7 @@ def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_pat
 @contextlib.contextmanager
 def killed_in_step(step: int, monkeypatch):
     """A fit inside it is interrupted (as by Ctrl-C) while it draws the crops of its ``step``-th step."""
-    crops, made = fit._crops, []
+    crops, made = fit.crops, []
 
     def killed(*args, **kwargs):
         made.append(1)
@@ -361,11 +362,11 @@ def killed_in_step(step: int, monkeypatch):
             raise KeyboardInterrupt
         return crops(*args, **kwargs)
 
-    monkeypatch.setattr(fit, "_crops", killed)
+    monkeypatch.setattr(fit, "crops", killed)
     try:
         yield
     finally:
-        monkeypatch.setattr(fit, "_crops", crops)
+        monkeypatch.setattr(fit, "crops", crops)
 
 
 def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_signs(frames, kaggle_dir, tmp_path,
@@ -395,13 +396,13 @@ def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_sign
 
 def test_the_paste_pool_is_drawn_from_images_or_evenly_from_classes():
     labels = np.repeat([0, 1, 2], [90, 6, 4])
-    assert np.array_equal(fit.pool_indices(labels, 30, 0), np.sort(np.random.default_rng(0).permutation(100)[:30]))
-    even = fit.pool_indices(labels, 30, 0, "classes")
+    assert np.array_equal(map_crops.pool_indices(labels, 30, 0), np.sort(np.random.default_rng(0).permutation(100)[:30]))
+    even = map_crops.pool_indices(labels, 30, 0, "classes")
     assert len(even) == 30 and len(set(even.tolist())) == 30 and np.all(np.diff(even) > 0)
     assert np.bincount(labels[even]).tolist() == [20, 6, 4]  # all of the two small classes, the rest from the large one
-    assert np.bincount(labels[fit.pool_indices(labels, 9, 1, "classes")], minlength=3).tolist() == [3, 3, 3]
+    assert np.bincount(labels[map_crops.pool_indices(labels, 9, 1, "classes")], minlength=3).tolist() == [3, 3, 3]
     with pytest.raises(ConfigError, match="sampling"):
-        fit.pool_indices(labels, 9, 0, "tracks")
+        map_crops.pool_indices(labels, 9, 0, "tracks")
 
 
 def test_paste_errors_are_one_line(frames, tmp_path, capsys):
