@@ -314,6 +314,24 @@ def test_pasted_signs_are_marked_where_they_land_and_never_on_a_sign():
     assert far.max() < map_crops.PASTE_SIDES[1]  # pixels change only around what was pasted
 
 
+def test_batches_drawn_ahead_on_a_thread_are_those_drawn_in_turn(monkeypatch):
+    from runtime.annotations import Annotation
+
+    smalls = [np.random.default_rng(k).integers(0, 255, (96, 128, 3), np.uint8) for k in range(3)]
+    signs = [[Annotation((40, 20, 60, 40), 3)], [], [Annotation((10, 10, 30, 30), 1)]]
+    pool = np.full((4, 48, 48, 3), 200, np.uint8)
+    args = (smalls, signs, 64, 4, pool, 1.0, 0.25, True, 1.0)
+    turn = np.random.default_rng(7)
+    in_turn = [(*map_crops.crops(turn, *args), turn.bit_generator.state) for _ in range(6)]
+    ahead = list(map_crops.crop_batches(np.random.default_rng(7), 6, *args))
+    assert len(ahead) == 6
+    for (x, y, state), (xa, ya, state_a) in zip(in_turn, ahead):
+        assert np.array_equal(x, xa) and np.array_equal(y, ya) and state == state_a  # a checkpoint resumes after it
+    monkeypatch.setattr(map_crops, "paste_signs", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # an error while drawing is the fit's error
+        list(map_crops.crop_batches(np.random.default_rng(7), 6, *args))
+
+
 @pytest.mark.parametrize("scale", [0.5, 0.625])
 def test_training_crops_mark_their_signs_where_they_are_zoomed_and_mirrored(scale):
     from runtime.annotations import Annotation
@@ -354,7 +372,7 @@ def test_a_map_fitted_with_pasted_signs_records_them(frames, kaggle_dir, tmp_pat
 @contextlib.contextmanager
 def killed_in_step(step: int, monkeypatch):
     """A fit inside it is interrupted (as by Ctrl-C) while it draws the crops of its ``step``-th step."""
-    crops, made = fit.crops, []
+    crops, made = map_crops.crops, []
 
     def killed(*args, **kwargs):
         made.append(1)
@@ -362,11 +380,11 @@ def killed_in_step(step: int, monkeypatch):
             raise KeyboardInterrupt
         return crops(*args, **kwargs)
 
-    monkeypatch.setattr(fit, "crops", killed)
+    monkeypatch.setattr(map_crops, "crops", killed)
     try:
         yield
     finally:
-        monkeypatch.setattr(fit, "crops", crops)
+        monkeypatch.setattr(map_crops, "crops", crops)
 
 
 def test_a_fit_with_pasted_signs_resumes_on_a_copy_of_them_but_not_on_other_signs(frames, kaggle_dir, tmp_path,

@@ -8,6 +8,9 @@ of the crop and marked alike. ``train.frames.sign_map`` fits the map on these.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +159,41 @@ def crops(rng: np.random.Generator, smalls: list[np.ndarray], signs: list[list[A
         xs.append(np.clip(x * rng.uniform(0.6, 1.4) + rng.uniform(-0.1, 0.1), 0, 1))
         ys.append(target)
     return np.stack(xs), np.stack(ys)
+
+
+def crop_batches(rng: np.random.Generator, count: int, smalls: list[np.ndarray], signs: list[list[Annotation]],
+                 crop: int, n: int, pool: np.ndarray | None = None, paste_rate: float = 0.0, zoom: float = 0.0,
+                 flip: bool = False, scale: float = SCALE, ahead: int = 2) -> Generator[tuple[np.ndarray, np.ndarray, dict[str, Any]], None, None]:
+    """``count`` batches of :func:`crops` (the same as calling it ``count`` times), each with ``rng``'s state after it
+    (what a checkpoint records), drawn up to ``ahead`` batches ahead on a thread of their own: the crops' Python and
+    OpenCV work overlaps the training step instead of leaving a core idle. An error while drawing is raised here."""
+    made: queue.Queue[tuple[np.ndarray, np.ndarray, dict[str, Any]] | BaseException] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def hand_on(item: tuple[np.ndarray, np.ndarray, dict[str, Any]] | BaseException) -> bool:
+        while not stop.is_set():
+            try:
+                made.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def draw() -> None:
+        try:
+            for _ in range(count):
+                x, y = crops(rng, smalls, signs, crop, n, pool, paste_rate, zoom, flip, scale)
+                if not hand_on((x, y, dict(rng.bit_generator.state))):
+                    return
+        except BaseException as e:  # noqa: BLE001 -- not swallowed: the consumer raises it (also a stand-in's Ctrl-C)
+            hand_on(e)
+
+    threading.Thread(target=draw, name="map-crops", daemon=True).start()
+    try:
+        for _ in range(count):
+            item = made.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -20,6 +20,7 @@ While it runs, OUT/checkpoint/ holds its weights, optimizer and random state eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -36,7 +37,7 @@ from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.sign_map import map_input
 from train.device import gpu_available, select_backend
-from train.frames.map_crops import FLIP, PASTE_SAMPLING, SCALE, SIZE_UNIT, STRIDE, ZOOM, crops, load_paste_pool
+from train.frames.map_crops import FLIP, PASTE_SAMPLING, SCALE, SIZE_UNIT, STRIDE, ZOOM, crop_batches, load_paste_pool
 
 SCALES = (0.25, 1.0)  # --scale's range: a quarter-size frame leaves GTSDB's smallest signs 4 pixels wide
 MIN_SCORE = 0.05
@@ -187,19 +188,22 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     paced: tuple[int, float] | None = None  # this run's first step done, and when: the pace is timed from it (the first traces the graph)
     every = max(1, min(250, steps // 20))  # a line every 5 % of the fit (at most every 250 steps), --quiet or not
     save_every = max(1, min(CHECKPOINT_EVERY, steps // 10))
-    for step in range(start, steps):
-        if step == int(steps * 0.7):
-            model.optimizer.learning_rate.assign(5e-4)
-        loss = float(model.train_on_batch(*crops(rng, smalls, signs, crop, batch, pool, paste_rate, zoom, flip, scale)))
-        if step % every == 0 or step == steps - 1:
-            now, eta = time.time(), ""
-            if paced is not None and step + 1 > paced[0]:
-                eta = f", about {(steps - step - 1) * (now - paced[1]) / (step + 1 - paced[0]) / 60:.0f} min left"
-            print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({now - t0:.0f} s{eta})", file=sys.stderr, flush=True)
-        if paced is None:
-            paced = (step + 1, time.time())
-        if (step + 1) % save_every == 0 and step + 1 < steps:
-            _write_checkpoint(ckpt, model, step + 1, rng, settings, time.time() - t0)
+    # drawn on a thread ahead of the step; closed on any way out, so the thread ends with the fit
+    with contextlib.closing(crop_batches(rng, steps - start, smalls, signs, crop, batch, pool, paste_rate, zoom, flip,
+                                         scale)) as batches:
+        for step, (x, y, drawn) in enumerate(batches, start=start):
+            if step == int(steps * 0.7):
+                model.optimizer.learning_rate.assign(5e-4)
+            loss = float(model.train_on_batch(x, y))
+            if step % every == 0 or step == steps - 1:
+                now, eta = time.time(), ""
+                if paced is not None and step + 1 > paced[0]:
+                    eta = f", about {(steps - step - 1) * (now - paced[1]) / (step + 1 - paced[0]) / 60:.0f} min left"
+                print(f"sign map: step {step + 1}/{steps}, loss {loss:.3f} ({now - t0:.0f} s{eta})", file=sys.stderr, flush=True)
+            if paced is None:
+                paced = (step + 1, time.time())
+            if (step + 1) % save_every == 0 and step + 1 < steps:
+                _write_checkpoint(ckpt, model, step + 1, drawn, settings, time.time() - t0)
     fixed = build_map_model(keras, h, w, trunk)
     fixed.set_weights(model.get_weights())
     with atomic_path(out / "sign_map.keras") as tmp:
@@ -215,17 +219,17 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
     return out
 
 
-def _write_checkpoint(folder: Path, model: Any, step: int, rng: np.random.Generator, settings: dict[str, Any],
+def _write_checkpoint(folder: Path, model: Any, step: int, rng_state: dict[str, Any], settings: dict[str, Any],
                       seconds: float) -> None:
     """The fit so far: the model with its optimizer as map-STEP.keras, then state.json naming it (the step, the crops'
-    random state, the settings it belongs to), then the older model file removed, so a fit killed at any point leaves
-    a checkpoint that is whole."""
+    random state after the step's batch, the settings it belongs to), then the older model file removed, so a fit
+    killed at any point leaves a checkpoint that is whole."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"map-{step}.keras"
     with atomic_path(folder / name) as tmp:
         model.save(tmp)
     write_text_atomic(folder / "state.json", json.dumps({"format": CHECKPOINT_FORMAT, "step": step, "model": name,
-                                                        "seconds": round(seconds, 1), "rng": rng.bit_generator.state,
+                                                        "seconds": round(seconds, 1), "rng": rng_state,
                                                         "settings": settings}))
     for old in folder.glob("map-*.keras"):
         if old.name != name:
