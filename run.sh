@@ -75,10 +75,10 @@ if [ -n "${GTSDB_DIR:-}" ]; then  # frames that fitted the ranker, the negatives
   MAP=()
   if [ "${SIGN_MAP:-1}" != 0 ]; then
     # a learned proposal source, GTSRB signs pasted into its training crops: it finds signs no colour cue does;
-    # the light trunk costs a fifth of the standard one's multiply-accumulates a frame; 40,000 steps on 540
-    # frames are about as many a frame as the held-out fold's best map had (20,000 on 300; docs/decisions.md);
+    # the light trunk costs a fifth of the standard one's multiply-accumulates a frame; 72,000 steps on 540
+    # frames are as many a frame as the held-out fold's best map had (40,000 on 300; docs/decisions.md);
     # --resume: run.sh again continues a fit cut short (it checkpoints every 1000 steps) and keeps a finished one
-    if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --trunk light --steps 40000 \
+    if $PYBIN -m train.frames.sign_map --frames "${FIT[@]}" --paste "$DATA" --trunk light --steps 72000 \
         --out "$RUN/sign-map" --quiet --resume \
         && $PYBIN -m export.sign_map --map "$RUN/sign-map"; then
       MAP=(--sign-map "$RUN/sign-map/sign_map_int8.tflite")

@@ -63,7 +63,7 @@ def test_the_frame_recipe_fits_its_parts_on_the_fitting_frames_and_scores_one_bu
                      "bench.report"]
     assert f"--frames {fit} --subset all --per-frame 30 " in calls[1]
     assert f"--background {run}/negatives" in calls[2] and "--arch edge-xs" in calls[2] and calls[2].endswith("--epochs 2")
-    assert f"--frames {fit} --subset all " in calls[5] and "--steps 40000" in calls[5] and "--resume" in calls[5]
+    assert f"--frames {fit} --subset all " in calls[5] and "--steps 72000" in calls[5] and "--resume" in calls[5]
     assert calls[7].endswith(f"--sign-map {run}/sign-map/sign_map_int8.tflite --profile pi --out {run}/bundle")
     assert [c.split()[-2:] for c in calls[8:11]] == [["--profile", "full"], ["--profile", "pi"], ["--profile", "pi-fast"]]
     assert all(f"--build {run}/bundle --frames {score}" in c for c in calls[8:11])
@@ -74,7 +74,7 @@ def test_without_a_sign_map_the_bundle_is_meant_for_the_full_profile(tmp_path):
     """The map's fit failing (or SIGN_MAP=0) leaves a bundle of the colour cues alone, scored at the full profile."""
     for case, env in (("fails", {}), ("off", {"SIGN_MAP": "0"})):
         (tmp_path / case).mkdir()
-        proc, calls = _run(tmp_path / case, fail="--steps 40000" if case == "fails" else "", GTSDB_DIR=str(tmp_path / "score"),
+        proc, calls = _run(tmp_path / case, fail="--steps 72000" if case == "fails" else "", GTSDB_DIR=str(tmp_path / "score"),
                            GTSDB_TRAIN_DIR=str(tmp_path / "a"), **env)
         assert proc.returncode == 0, proc.stderr
         assert ("no sign map (the error above)" in proc.stderr) == (case == "fails")
