@@ -17,7 +17,7 @@ from runtime.builds import BUILDS, build_file
 from runtime.classifier import Classifier
 from runtime.errors import BuildError, ConfigError
 from runtime.pipeline import FramePipeline, ProposalsAhead
-from runtime.sign_map import MAP_CUE, MAP_FILE, SignMap, decode, map_input
+from runtime.sign_map import MAP_CUE, MAP_FILE, READ_SIDE, SignMap, decode, map_input
 from tests import synth
 from train.frames import map_crops
 from train.frames import sign_map as fit
@@ -173,7 +173,7 @@ def test_a_map_exported_at_another_scale_takes_that_frame_size_and_reads_its_sid
     # 0.625 of the 640x560 frames: 350 x 400, down to multiples of 8 as the fit sizes its input
     assert meta["input"] == [344, 400, 3] and meta["scale"] == 0.625 and meta["fit_scale"] == 0.5
     m = SignMap(larger)
-    assert m.side_scale == 0.8 and half.side_scale == 1.0 and m.macs > half.macs * 1.4  # 1.25^2 the pixels
+    assert m.side_scale == pytest.approx(0.8 * READ_SIDE) and half.side_scale == READ_SIDE and m.macs > half.macs * 1.4  # 1.25^2 the pixels
     assert all(0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560 for p in m.propose(frame))
     again = export_map.export_sign_map(fitted.parent, min_agreement=0.0)  # back to the default, as the fixture made it
     assert again.read_bytes() == fitted.read_bytes() and [p.box for p in SignMap(again).propose(frame)] == half_boxes
@@ -195,7 +195,7 @@ def test_a_map_fitted_at_another_scale_sees_the_frame_at_it_and_exports_at_it_by
     # 0.75 of the 640x560 frames: 420 x 480, down to multiples of 8
     assert meta["input"] == [416, 480, 3] and meta["scale"] == meta["fit_scale"] == 0.75
     m = SignMap(built)
-    assert m.side_scale == 1.0
+    assert m.side_scale == READ_SIDE
     assert all(0 <= p.box[0] < p.box[2] <= 640 and 0 <= p.box[1] < p.box[3] <= 560
                for p in m.propose(read_frame(frames / "00001.jpg")))
     with pytest.raises(SystemExit) as e:
@@ -506,7 +506,7 @@ def test_a_map_carries_its_band_and_the_budget_reads_its_boxes(banded, fitted, f
     m, plain = SignMap(banded), SignMap(fitted)
     assert plain.band is None and m.band is not None and m.band.region == tuple(band_meta["region"])
     frame = read_frame(frames / "00001.jpg")
-    assert m.side_scale == 1.0 and m.band.side_scale == 1 / export_map.BAND
+    assert m.side_scale == READ_SIDE and m.band.side_scale == pytest.approx(READ_SIDE / export_map.BAND)
     assert [p.box for p in m.propose(frame)] == [p.box for p in plain.propose(frame)]  # the same map over the frame
     px1, py1, px2, py2 = (round(v * n) for v, n in zip(m.band.region, (640, 560, 640, 560)))
     band_props = m.band.propose(frame, top_k=20)
