@@ -37,7 +37,7 @@ BAND_FILE = "sign_map_band_int8.tflite"
 MAP_KEYS = ("input", "stride", "min_score", "top_k", "size_unit")
 # A map's sides are read this much larger than it learned them: its boxes are 0.95-0.98 of a held-out sign's side
 # (median), and the frame model reads a box a little looser better (fold A, three maps: `pi` F1 +0.002 to +0.005, the
-# demo +0.007; 1.02 and 1.06 gained less: docs/decisions.md)
+# demo +0.007; 1.02 and 1.06 did not gain with every map: docs/decisions.md)
 READ_SIDE = 1.04
 
 
