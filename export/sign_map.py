@@ -36,7 +36,7 @@ from runtime.builds import sidecar_of
 from runtime.cli import HelpFormatter
 from runtime.errors import BuildError, ConfigError, cli_errors
 from runtime.roi import iou_matrix
-from runtime.sign_map import BAND_FILE, MAP_FILE, MAP_FORMAT, READ_SIDE, decode, map_input, region_pixels
+from runtime.sign_map import BAND_FILE, MAP_FILE, MAP_FORMAT, decode, map_input, region_pixels, side_reading
 from train.device import gpu_available, select_backend
 from train.frames.sign_map import SCALES, build_map_model, map_macs, map_size
 
@@ -196,7 +196,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
     h, w = map_size(frame_hw, scale)
     model = _at_size(keras, fitted, h, w, trunk)
     decoding = {k: fit[k] for k in ("min_score", "top_k", "size_unit")}
-    gate = {**decoding, "stride": fit["stride"], "side_scale": READ_SIDE * fit["scale"] / scale}  # as the runtime reads it
+    gate = {**decoding, "stride": fit["stride"], "side_scale": side_reading(fit["scale"], scale)}  # as the runtime reads it
     if region is not None:
         x1, y1, x2, y2 = region_pixels(region, *frame_hw)
         bh, bw = map_size((y2 - y1, x2 - x1), band_scale)
@@ -215,7 +215,7 @@ def export_sign_map(folder: Path, *, min_agreement: float = MIN_KEPT, scale: flo
         inside = [b[(b[:, 0] >= x1) & (b[:, 1] >= y1) & (b[:, 2] <= x2) & (b[:, 3] <= y2)] - (x1, y1, x1, y1) for b in signs]
         band_data, band_kept, band_found = _gated_int8(
             band_model, band_views, inside,
-            ((x2 - x1) / bw, (y2 - y1) / bh), {**gate, "side_scale": READ_SIDE * fit["scale"] / band_scale}, "sign map's band",
+            ((x2 - x1) / bw, (y2 - y1) / bh), {**gate, "side_scale": side_reading(fit["scale"], band_scale)}, "sign map's band",
             min_agreement, "Fit the map longer, or export it without its band (--band-scale 0)")
         band = {"input": [bh, bw, 3], "scale": band_scale, "region": list(region), "macs": map_macs(band_model),
                 "int8_signs_kept": round(band_kept / band_found, 4) if band_found else 1.0,

@@ -41,6 +41,13 @@ MAP_KEYS = ("input", "stride", "min_score", "top_k", "size_unit")
 READ_SIDE = 1.04
 
 
+def side_reading(fit_scale: float, scale: float) -> float:
+    """How many frame pixels a learned side is read as, for a map fitted at ``fit_scale`` of the frame that runs at
+    ``scale`` (export.sign_map --scale, or its band): the sides it learned at the one size, read at the other, and
+    READ_SIDE."""
+    return READ_SIDE * float(fit_scale) / float(scale)
+
+
 def read_map_metadata(path: Path) -> dict[str, Any]:
     """The sidecar of a sign-map build, checked: its format, its keys, and that it describes this very file.
 
@@ -125,7 +132,7 @@ class SignMap:
         self.top_k = int(self.meta["top_k"])
         self.size_unit = float(self.meta["size_unit"])
         # exported at another frame scale than it was fitted at (export.sign_map --scale): its sides are read at that
-        self.side_scale = READ_SIDE * float(self.meta.get("fit_scale", self.meta["scale"])) / float(self.meta["scale"])
+        self.side_scale = side_reading(self.meta.get("fit_scale", self.meta["scale"]), self.meta["scale"])
         self.macs = int(self.meta.get("macs") or 0)  # one frame through the map (0: exported before it was recorded)
         # a band's map sees only this part of the frame (fractions x1, y1, x2, y2); None: the whole frame
         region = self.meta.get("region")
