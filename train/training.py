@@ -19,6 +19,7 @@ from runtime.atomic import atomic_path, ensure_writable_dir, folder_lock, write_
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessSpec, crop_and_resize, to_model_input
 from train.augment import apply, draw
+from train.batch_norm import fuse_batch_norm
 from train.config import TrainConfig, check_same_run, to_json
 from train.data import Split, check_data_path, detect_format
 from train.data.formats import FORMATS
@@ -189,6 +190,7 @@ def _fit(cfg: TrainConfig, build_model: Any, spec: PreprocessSpec, train_set: Sp
                           loss=_loss(keras, cfg, train_set.num_classes), metrics=[_accuracy(keras, cfg)])
             initial_epoch = 0
             state = {"epoch": 0, "history": {}, "seconds": 0.0, "best": -1.0, "best_epoch": 0}
+        fuse_batch_norm(model)
     if initial_epoch >= cfg.epochs:
         raise ConfigError(f"{out} already trained {initial_epoch} epochs; raise --epochs to continue it")
     state["config"] = to_json(cfg)
