@@ -9,7 +9,6 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from train.batch_norm import fuse_batch_norm
-from train.frames.sign_map import build_map_model, map_loss
 from train.models import build_model
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's")
@@ -35,24 +34,15 @@ def _step(model, x, loss):
     return out.numpy(), [g.numpy() for g in grads], [w.numpy() for w in model.non_trainable_weights]
 
 
-@pytest.mark.parametrize("which", ["classifier", "sign map"])
-def test_a_fused_training_step_computes_what_keras_computes(which):
+def test_a_fused_training_step_computes_what_keras_computes():
     rng = np.random.default_rng(0)
-    if which == "classifier":
-        plain, fused = _twins(lambda: build_model("edge-xs", 32, 3, 5))
-        x = tf.constant(rng.normal(size=(8, 32, 32, 3)).astype(np.float32))
-        y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 8)]
+    plain, fused = _twins(lambda: build_model("edge-xs", 32, 3, 5))
+    x = tf.constant(rng.normal(size=(8, 32, 32, 3)).astype(np.float32))
+    y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 8)]
 
-        def loss(p):
-            return keras.losses.categorical_crossentropy(y, p)
-    else:
-        plain, fused = _twins(lambda: build_map_model(keras, trunk="light"))
-        x = tf.constant(rng.random((4, 64, 64, 3)).astype(np.float32))
-        y = np.zeros((4, 16, 16, 3), np.float32)
-        y[:, 5, 5] = (1.0, 0.6, 1.0)
+    def loss(p):
+        return keras.losses.categorical_crossentropy(y, p)
 
-        def loss(p):
-            return map_loss(y, p)
     bns = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers)
     assert bns > 0 and fuse_batch_norm(fused) == bns
     out_p, grads_p, moving_p = _step(plain, x, loss)

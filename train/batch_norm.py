@@ -1,4 +1,4 @@
-"""TensorFlow's fused batch-normalisation kernel behind Keras 3's BatchNormalization while a model trains.
+"""TensorFlow's fused batch-normalisation kernel behind Keras 3's BatchNormalization while a classifier trains.
 
 Keras 3 normalises a training batch with separate ops (moments, then the normalisation, each with its gradient);
 TensorFlow's FusedBatchNormV3 does it in one pass each way (oneDNN on x86, which also folds the ReLU after it

@@ -36,7 +36,6 @@ from runtime.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from runtime.cli import HelpFormatter
 from runtime.errors import ConfigError, cli_errors
 from runtime.sign_map import map_input
-from train.batch_norm import fuse_batch_norm
 from train.device import gpu_available, select_backend
 from train.frames.map_crops import FLIP, PASTE_SAMPLING, SCALE, SIZE_UNIT, STRIDE, ZOOM, crop_batches, load_paste_pool
 
@@ -45,7 +44,7 @@ MIN_SCORE = 0.05
 FIT_FORMAT = "signkit-signmap-fit/1"
 STEPS = 5000  # 2500 proposed 3 fewer of 187 held-out signs
 TOP_K = 15  # boxes a frame at most: 20 proposed no more held-out signs
-CHECKPOINT_EVERY = 1000  # steps between checkpoints: at most about 2 minutes of a light map's fit lost (7.8 steps/s, 2 x86 cores)
+CHECKPOINT_EVERY = 1000  # steps between checkpoints: at most about 3 minutes of a light map's fit lost (6.7 steps/s, 2 x86 cores)
 CHECKPOINT_FORMAT = "signkit-signmap-checkpoint/1"
 
 
@@ -185,7 +184,6 @@ def fit_sign_map(frames_dirs: Sequence[Path], out: Path, *, subset: str = "all",
         if start >= int(steps * 0.7):
             model.optimizer.learning_rate.assign(5e-4)
         print(f"sign map: resuming {out} at step {start + 1}/{steps}", file=sys.stderr, flush=True)
-    fuse_batch_norm(model)
     t0 = time.time() - before
     paced: tuple[int, float] | None = None  # this run's first step done, and when: the pace is timed from it (the first traces the graph)
     every = max(1, min(250, steps // 20))  # a line every 5 % of the fit (at most every 250 steps), --quiet or not
